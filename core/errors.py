@@ -1,0 +1,41 @@
+"""The one exception family of tuneyard.
+
+Every error a user can fix is a :class:`TuneyardError`; its message names the file, line, field
+or plugin at fault and what would be valid. The CLI prints it in one or two lines and exits with
+code 2; anything else is a bug or a failed run (exit code 1).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+
+class TuneyardError(Exception):
+    """Base class: a mistake the user can fix (bad spec, missing file, broken plugin)."""
+
+
+class SpecError(TuneyardError):
+    """The run spec (YAML or ``--set``) is invalid; the message names the key to fix."""
+
+
+class DataError(TuneyardError):
+    """A dataset cannot be read or does not have the expected shape (file, line, column)."""
+
+
+class PluginError(TuneyardError):
+    """A plugin failed to load or register, or a component it provides failed."""
+
+
+class RunNotFound(TuneyardError):
+    """No run with the given id or name exists in the registry."""
+
+
+def unknown_name(kind: str, name: str, valid: list[str]) -> str:
+    """Message for an unknown name: lists the valid ones and suggests the closest.
+
+    >>> unknown_name("strategy", "lroa", ["full", "lora"])
+    "unknown strategy 'lroa'; did you mean 'lora'? (valid: full, lora)"
+    """
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ";"
+    return f"unknown {kind} '{name}'{hint} (valid: {', '.join(sorted(valid)) or 'none'})"

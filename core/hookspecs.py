@@ -1,0 +1,192 @@
+"""Every hook tuneyard calls. The only list of hooks.
+
+Hooks are called with keyword arguments, so an implementation may accept a subset of them.
+Registration hooks run in every process that builds the plugin manager (the CLI, the TUI and the
+run process) when it starts; they must be cheap and must not import torch. Lifecycle hooks run in
+the run process only (on rank 0 in distributed runs). An exception raised by a lifecycle hook is
+reported with the plugin's name and does not stop the other implementations nor the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("tuneyard")
+hookimpl = pluggy.HookimplMarker("tuneyard")
+
+
+@hookspec
+def register_dataset_sources(register: Callable[[type], None]) -> None:
+    """Register dataset sources.
+
+    Runs when the plugin manager starts, in every process.
+
+    Args:
+        register: call it once per :class:`~tuneyard.core.components.DatasetSource` subclass.
+            It raises nothing; a class that is not a valid dataset source, or whose ``name`` is
+            already taken, is reported against this plugin and skipped.
+
+    Returns:
+        Nothing.
+    """
+
+
+@hookspec
+def register_model_providers(register: Callable[[type], None]) -> None:
+    """Register model providers.
+
+    Runs when the plugin manager starts, in every process.
+
+    Args:
+        register: call it once per :class:`~tuneyard.core.components.ModelProvider` subclass;
+            invalid or duplicate classes are reported against this plugin and skipped.
+
+    Returns:
+        Nothing.
+    """
+
+
+@hookspec
+def register_training_strategies(register: Callable[[type], None]) -> None:
+    """Register training strategies.
+
+    Runs when the plugin manager starts, in every process.
+
+    Args:
+        register: call it once per :class:`~tuneyard.core.components.TrainingStrategy`
+            subclass; invalid or duplicate classes are reported against this plugin and skipped.
+
+    Returns:
+        Nothing.
+    """
+
+
+@hookspec
+def register_evaluators(register: Callable[[type], None]) -> None:
+    """Register evaluators.
+
+    Runs when the plugin manager starts, in every process.
+
+    Args:
+        register: call it once per :class:`~tuneyard.core.components.Evaluator` subclass;
+            invalid or duplicate classes are reported against this plugin and skipped.
+
+    Returns:
+        Nothing.
+    """
+
+
+@hookspec
+def register_device_monitors(register: Callable[[type], None]) -> None:
+    """Register device monitors (GPU, CPU/RAM telemetry).
+
+    Runs when the plugin manager starts, in every process.
+
+    Args:
+        register: call it once per :class:`~tuneyard.core.components.DeviceMonitor` subclass;
+            invalid or duplicate classes are reported against this plugin and skipped.
+
+    Returns:
+        Nothing.
+    """
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add CLI commands.
+
+    Runs in the CLI process, before the command line is parsed.
+
+    Args:
+        cli: the ``click.Group`` of the ``tuneyard`` command; add commands with
+            ``@cli.command()``. Import heavy modules inside the command, not at module level.
+
+    Returns:
+        Nothing.
+    """
+
+
+@hookspec
+def on_run_start(run_id: str, spec: dict[str, Any], output_dir: str) -> None:
+    """A run has loaded its data and model and is about to train.
+
+    Runs in the run process, once, before the first step.
+
+    Args:
+        run_id: the run's id in the registry.
+        spec: the resolved run spec (the YAML as a dict, defaults filled in).
+        output_dir: the run's folder (``runs/<run-id>/``), absolute path.
+
+    Returns:
+        Nothing.
+    """
+
+
+@hookspec
+def on_step_end(run_id: str, step: int, metrics: dict[str, float]) -> None:
+    """A logged optimizer step has ended.
+
+    Runs in the run process, after every ``training.logging_steps`` optimizer steps.
+
+    Args:
+        run_id: the run's id.
+        step: optimizer steps done so far (1-based).
+        metrics: name → value: ``loss`` (mean token cross-entropy, nats), ``learning_rate``,
+            ``grad_norm``, ``tokens_per_s`` (non-padding tokens per second), ``epoch``.
+
+    Returns:
+        Nothing.
+    """
+
+
+@hookspec
+def on_evaluation(run_id: str, checkpoint: str, evaluator: str, metrics: dict[str, float]) -> None:
+    """An evaluator has finished.
+
+    Runs in the run process (or the ``tuneyard eval`` process), once per evaluator.
+
+    Args:
+        run_id: the run's id.
+        checkpoint: what was evaluated: ``"base"`` (before training), ``"final"``, or a
+            checkpoint folder name.
+        evaluator: the evaluator's name.
+        metrics: name → value as stored in the registry's ``evaluations`` table.
+
+    Returns:
+        Nothing.
+    """
+
+
+@hookspec
+def on_checkpoint_saved(run_id: str, step: int, path: str) -> None:
+    """A checkpoint folder has been written completely.
+
+    Runs in the run process.
+
+    Args:
+        run_id: the run's id.
+        step: the optimizer step it holds.
+        path: absolute path of the checkpoint folder (Hugging Face format).
+
+    Returns:
+        Nothing.
+    """
+
+
+@hookspec
+def on_run_end(run_id: str, status: str, error: str | None) -> None:
+    """A run has ended.
+
+    Runs in the run process, once, after the registry row is final.
+
+    Args:
+        run_id: the run's id.
+        status: ``completed``, ``failed`` or ``stopped``.
+        error: the reason when ``status`` is ``failed``, else ``None``.
+
+    Returns:
+        Nothing.
+    """

@@ -1,0 +1,209 @@
+"""The run spec: the YAML a run is composed from, validated with pydantic.
+
+Each component's ``options`` are validated by that component's own ``Options`` model once the
+component is resolved (:func:`resolve`). Errors name the dotted key (``strategy.options.r``) and,
+for a YAML file, its line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuneyard.core.errors import SpecError
+
+FORMATS = ("text", "instruction", "chat")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    """``dataset:`` — where rows come from and how a row becomes model input."""
+
+    source: str
+    options: dict[str, Any] = {}
+    format: Literal["text", "instruction", "chat"] = Field(
+        "instruction",
+        description="text: train on all tokens; instruction: prompt/completion columns; "
+        "chat: a list of messages rendered with the tokenizer's chat template",
+    )
+    columns: dict[str, str] = Field(
+        {}, description="format field → dataset column, e.g. {output: gloss}"
+    )
+    eval_split: float = Field(
+        0.05, gt=0, lt=1, description="fraction of rows held out for evaluation"
+    )
+    eval_limit: int | None = Field(
+        None, gt=0, description="at most this many held-out rows (None = all)"
+    )
+
+
+class ModelSpec(_Strict):
+    """``model:`` — which pretrained (or scratch) model to start from."""
+
+    provider: str
+    options: dict[str, Any] = {}
+
+
+class StrategySpec(_Strict):
+    """``strategy:`` — how the model is trained."""
+
+    name: str
+    options: dict[str, Any] = {}
+
+
+class EvaluatorSpec(_Strict):
+    """One entry of ``evaluators:``."""
+
+    name: str
+    options: dict[str, Any] = {}
+
+
+class TrainingSpec(_Strict):
+    """``training:`` — the loop's hyper-parameters (passed to transformers ``TrainingArguments``).
+
+    Defaults follow transformers' ``TrainingArguments`` except ``learning_rate`` (2e-4, the
+    usual LoRA rate from the QLoRA paper, Dettmers et al. 2023) and ``max_steps``.
+    """
+
+    max_steps: int = Field(100, gt=0, description="optimizer steps")
+    micro_batch_size: int = Field(4, gt=0, description="examples per forward pass")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="micro-batches per step")
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler: str = Field("linear", description="transformers scheduler name")
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_seq_len: int = Field(512, gt=1, description="tokens; longer rows are truncated")
+    seed: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="mixed precision; fp16 needs CUDA, bf16 a GPU or CPU with bf16"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    logging_steps: int = Field(1, gt=0, description="optimizer steps between metric rows")
+    save_steps: int | None = Field(
+        None, gt=0, description="checkpoint every N steps (None = only at the end)"
+    )
+    eval_batch_size: int = Field(8, gt=0)
+
+
+class RunSpec(_Strict):
+    """A whole run. See ``examples/`` for complete specs."""
+
+    name: str | None = None
+    dataset: DatasetSpec
+    model: ModelSpec
+    strategy: StrategySpec
+    training: TrainingSpec = TrainingSpec()
+    evaluators: list[EvaluatorSpec] = []
+    output_dir: str = Field("runs", description="runs are written to <output_dir>/<run-id>/")
+
+
+def load_spec(path: str | Path, overrides: list[str] = ()) -> RunSpec:
+    """Read and validate a YAML run spec, applying ``--set dotted.key=value`` overrides.
+
+    Raises:
+        SpecError: unreadable file, YAML syntax error, invalid override or invalid field; the
+            message names the file, line and dotted key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read run spec: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SpecError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a run spec is a mapping with keys dataset, model, strategy")
+    for item in overrides:
+        apply_override(data, item)
+    return validate_spec(data, source=str(path), text=text)
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML.
+
+    Raises:
+        SpecError: the override has no ``=`` or walks through a non-mapping.
+    """
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise SpecError(f"--set {item!r}: expected dotted.key=value, e.g. training.seed=1")
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"--set {item!r}: '{part}' is not a mapping")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def validate_spec(data: dict[str, Any], source: str = "spec", text: str | None = None) -> RunSpec:
+    """Validate a spec dict; see :func:`load_spec` for the errors."""
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc, source, text)) from None
+
+
+def validate_options(
+    model: type[BaseModel], options: dict[str, Any], prefix: str, source: str = "spec",
+    text: str | None = None,
+) -> BaseModel:
+    """Validate a component's ``options`` with its ``Options`` model.
+
+    Raises:
+        SpecError: naming ``prefix.<field>`` (e.g. ``strategy.options.r``).
+    """
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc, source, text, prefix)) from None
+
+
+def format_validation_error(
+    exc: ValidationError, source: str, text: str | None = None, prefix: str = ""
+) -> str:
+    """One line per pydantic error: ``file:line: dotted.key: message``."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        dotted = ".".join(([prefix] if prefix else []) + loc)
+        line = _line_of(text, dotted.split(".")) if text else None
+        where = f"{source}:{line}" if line else source
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{where}: {dotted}: {msg}")
+    return "\n".join(lines)
+
+
+def _line_of(text: str, path: list[str]) -> int | None:
+    """1-based line of the YAML node at ``path`` (or of its deepest existing parent)."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == part), None)
+            key = next((k for k, v in node.value if k.value == part), None)
+            if match is None:
+                break
+            line, node = key.start_mark.line + 1, match
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

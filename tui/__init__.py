@@ -1,0 +1,1 @@
+"""The Textual terminal UI (see issue 3); never imports torch, transformers, peft or datasets."""
