@@ -102,6 +102,11 @@ class TrainingStrategy(Component):
         """Return the model to train: ``model`` itself, or a wrapper (e.g. a peft model)."""
         return model
 
+    def load_checkpoint(self, model: Any, path: str) -> Any:
+        """Return the trained model saved at ``path`` by this strategy, given the base ``model``
+        from the run's model provider. Default: a whole Hugging Face model folder."""
+        return type(model).from_pretrained(path, dtype=model.dtype)
+
 
 @dataclass
 class Example:

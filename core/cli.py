@@ -1,0 +1,267 @@
+"""The ``tuneyard`` command line. Everything the TUI does, headless.
+
+Exit codes: 0 success, 1 a run failed, 2 a user error (bad spec, unknown run, missing file).
+Heavy modules (torch, transformers) are imported only by the commands that train or evaluate.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from tuneyard.core.errors import TuneyardError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def handle_errors(fn):
+    """Print a TuneyardError in one or two lines (exit 2), any other error as a failed run
+    (exit 1); ``--debug`` shows the traceback instead."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        try:
+            return fn(*args, **kwargs)
+        except TuneyardError as exc:
+            if ctx.obj.get("debug"):
+                raise
+            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True)
+            sys.exit(2)
+        except Exception as exc:
+            if ctx.obj.get("debug"):
+                raise
+            err_console.print(f"[bold red]Failed:[/] {type(exc).__name__}: {exc}\n"
+                              "(run with --debug for the traceback)", highlight=False)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version("tuneyard"), prog_name="tuneyard")
+@click.option("--registry", type=click.Path(dir_okay=False), envvar="TUNEYARD_REGISTRY",
+              help="Registry file [default: ./registry.db; env TUNEYARD_REGISTRY]")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, registry: str | None, debug: bool) -> None:
+    """tuneyard: train language models (fine-tune, LoRA, pre-train), evaluate, compare.
+
+    \b
+    Quick start:
+      tuneyard run examples/smollm2-wordnet-lora.yaml
+      tuneyard runs list
+    """
+    ctx.obj = {"registry": registry, "debug": debug}
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+def open_registry() -> Any:
+    from tuneyard.core.registry import Registry
+
+    return Registry(click.get_current_context().obj.get("registry"))
+
+
+# -- run / eval ----------------------------------------------------------------------------
+@cli.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a spec key, e.g. --set training.learning_rate=1e-4 (repeatable).")
+@click.option("--detach", is_flag=True, help="Run in the background; print the run id.")
+@handle_errors
+def run(spec_path: str, overrides: tuple[str, ...], detach: bool) -> None:
+    """Compose a run from a YAML SPEC, train it, evaluate it, and record it."""
+    from tuneyard.core.engine import compose, create_run, launch_detached
+    from tuneyard.core.plugins import get_plugins
+    from tuneyard.core.spec import load_spec
+
+    spec = load_spec(spec_path, list(overrides))
+    compose(spec, get_plugins(), spec_path, Path(spec_path).read_text(encoding="utf-8"))
+    registry = open_registry()
+    run_id, out = create_run(spec, registry)
+    if detach:
+        pid = launch_detached(run_id, registry, out)
+        click.echo(run_id)
+        err_console.print(f"started run {run_id} (pid {pid}); log: {out / 'run.log'}")
+        return
+    from tuneyard.core.runner import execute
+
+    err_console.print(f"run [bold]{run_id}[/] → {out}")
+    with RichProgress(spec.training.max_steps) as progress:
+        execute(registry, run_id, progress)
+    show_run(registry, run_id)
+
+
+@cli.command("eval")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--evaluator", "evaluator", default=None, help="Only this evaluator.")
+@handle_errors
+def eval_(run_ref: str, evaluator: str | None) -> None:
+    """Evaluate RUN's final checkpoint again on its held-out set."""
+    from tuneyard.core.runner import evaluate_run
+
+    registry = open_registry()
+    with RichProgress(None) as progress:
+        evaluate_run(registry, run_ref, evaluator, progress)
+    show_run(registry, registry.get_run(run_ref)["id"])
+
+
+class RichProgress:
+    """A rich progress bar for a foreground run: step/max, loss, tokens/s, ETA."""
+
+    def __init__(self, total: int | None) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=err_console, transient=False,
+        )
+        self.task = self.bar.add_task("starting", total=total, info="")
+
+    def __enter__(self) -> RichProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.stop()
+
+    def phase(self, text: str) -> None:
+        self.bar.update(self.task, description=text)
+
+    def step(self, step: int, total: int, metrics: dict[str, float]) -> None:
+        info = f"loss {metrics.get('loss', float('nan')):.4f}  " \
+               f"{metrics.get('tokens_per_s', 0):,.0f} tok/s"
+        self.bar.update(self.task, completed=step, total=total, info=info)
+
+
+# -- runs ----------------------------------------------------------------------------------
+@cli.group()
+def runs() -> None:
+    """List and inspect runs in the registry."""
+
+
+@runs.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@handle_errors
+def runs_list(as_json: bool, limit: int) -> None:
+    """Runs, newest first."""
+    rows = open_registry().list_runs(limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table("id", "name", "status", "model", "strategy", "dataset", "step", "loss",
+                  "created")
+    for r in rows:
+        loss = f"{r['last_loss']:.4f}" if r["last_loss"] is not None else ""
+        table.add_row(r["id"], r["name"], _status(r["status"]), r["base_model"] or "",
+                      r["strategy"] or "", r["dataset_source"] or "",
+                      f"{r['step']}/{r['max_steps']}", loss, (r["created_at"] or "")[:19])
+    console.print(table)
+
+
+def _status(status: str) -> str:
+    colour = {"completed": "green", "running": "cyan", "failed": "red", "stopped": "yellow",
+              "interrupted": "magenta"}.get(status, "white")
+    return f"[{colour}]{status}[/]"
+
+
+@runs.command("show")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def runs_show(run_ref: str, as_json: bool) -> None:
+    """One run: its record, evaluations (baseline vs final), checkpoints and artifacts."""
+    registry = open_registry()
+    run_id = registry.get_run(run_ref)["id"]
+    if as_json:
+        r = registry.get_run(run_id)
+        r.update(evaluations=registry.evaluations(run_id), checkpoints=registry.checkpoints(run_id),
+                 artifacts=registry.artifacts(run_id), loss=registry.metrics(run_id, "loss"))
+        click.echo(json.dumps(r, indent=2, default=str))
+        return
+    show_run(registry, run_id)
+
+
+def show_run(registry: Any, run_id: str) -> None:
+    """Print a run's record and its evaluation table (baseline, final, change)."""
+    r = registry.get_run(run_id)
+    loss = registry.metrics(run_id, "loss")
+    head = Table.grid(padding=(0, 2))
+    for key in ("id", "name", "status", "base_model", "strategy", "dataset_source", "device",
+                "train_rows", "eval_rows", "started_at", "ended_at", "output_dir", "error"):
+        if r.get(key) not in (None, ""):
+            head.add_row(f"[bold]{key}[/]", _status(r[key]) if key == "status" else str(r[key]))
+    if loss:
+        head.add_row("[bold]loss[/]", f"{loss[0][1]:.4f} (step {loss[0][0]}) → "
+                                      f"{loss[-1][1]:.4f} (step {loss[-1][0]})")
+    console.print(head)
+    latest: dict[tuple[str, str], dict[str, float]] = {}
+    for e in registry.evaluations(run_id):
+        latest.setdefault((e["evaluator"], e["metric"]), {})[e["checkpoint"]] = e["value"]
+    if latest:
+        table = Table("evaluator", "metric", "baseline", "final", "change", title="evaluations")
+        for (ev, metric), by in latest.items():
+            base, final = by.get("base"), by.get("final")
+            change = f"{final - base:+.4f}" if base is not None and final is not None else ""
+            table.add_row(ev, metric, _num(base), _num(final), change)
+        console.print(table)
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+# -- plugins -------------------------------------------------------------------------------
+@cli.group()
+def plugins() -> None:
+    """Installed plugins and the components they provide."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def plugins_list(as_json: bool) -> None:
+    """Every plugin (built-in or installed) with its components, hooks and load errors."""
+    from tuneyard.core.plugins import get_plugins
+
+    p = get_plugins()
+    open_registry().sync_plugins(p)
+    if as_json:
+        click.echo(json.dumps([vars(i) for i in p.infos.values()], indent=2))
+        return
+    table = Table("plugin", "version", "source", "components", "hooks", "error")
+    for i in p.infos.values():
+        table.add_row(i.name, i.version or "", i.source, "\n".join(i.components),
+                      "\n".join(i.hooks), "[red]" + "; ".join(i.errors) + "[/]" if i.errors else "")
+    console.print(table)
+    comps = Table("kind", "name", "plugin", "description", title="components")
+    for kind, items in p.components.items():
+        for name, c in sorted(items.items()):
+            comps.add_row(kind, name, c.plugin, c.cls.description)
+    console.print(comps)
+
+
+def main() -> None:
+    """Console-script entry point: adds plugin commands, then runs the CLI."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from tuneyard.core.plugins import get_plugins
+
+    get_plugins().pm.hook.register_commands(cli=cli)
+    cli(prog_name="tuneyard")

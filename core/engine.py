@@ -1,0 +1,114 @@
+"""Compose a run from a spec and launch it: in the foreground, or detached as its own process.
+
+Composition resolves every component name through the plugin manager, validates each
+component's options with its ``Options`` model, and checks what can be checked before anything
+heavy loads (precision vs. device). All of it raises :class:`SpecError`/:class:`PluginError`
+naming the key to fix; nothing is written to the registry until the spec is valid.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneyard.core.components import DatasetSource, Evaluator, ModelProvider, TrainingStrategy
+from tuneyard.core.errors import SpecError
+from tuneyard.core.plugins import Plugins
+from tuneyard.core.registry import Registry
+from tuneyard.core.spec import RunSpec, validate_options
+
+
+@dataclass
+class Composition:
+    """The instantiated components of a run, each with the name of the plugin behind it."""
+
+    spec: RunSpec
+    source: DatasetSource
+    provider: ModelProvider
+    strategy: TrainingStrategy
+    evaluators: list[Evaluator]
+    plugin_of: dict[str, str]  # "kind:name" → plugin name
+    device: str
+
+
+def compose(spec: RunSpec, plugins: Plugins, source: str = "spec", text: str | None = None
+            ) -> Composition:
+    """Resolve and instantiate the components of ``spec``.
+
+    Raises:
+        PluginError: an unknown component name (lists the valid ones, suggests the closest).
+        SpecError: invalid component options (``strategy.options.r``), a dataset format the
+            strategy cannot train on, or a precision the device does not support.
+    """
+    plugin_of: dict[str, str] = {}
+
+    def make(kind: str, name: str, options: dict[str, Any], prefix: str) -> Any:
+        info = plugins.get(kind, name)
+        plugin_of[f"{kind}:{name}"] = info.plugin
+        return info.cls(validate_options(info.cls.Options, options, prefix, source, text))
+
+    src = make("dataset-source", spec.dataset.source, spec.dataset.options, "dataset.options")
+    provider = make("model-provider", spec.model.provider, spec.model.options, "model.options")
+    strategy = make("strategy", spec.strategy.name, spec.strategy.options, "strategy.options")
+    evaluators = [
+        make("evaluator", e.name, e.options, f"evaluators.{i}.options")
+        for i, e in enumerate(spec.evaluators)
+    ]
+    if strategy.formats and spec.dataset.format not in strategy.formats:
+        raise SpecError(
+            f"{source}: dataset.format: strategy '{strategy.name}' trains on format "
+            f"{' or '.join(strategy.formats)}, not '{spec.dataset.format}'"
+        )
+    device = check_device(spec, source)
+    return Composition(spec, src, provider, strategy, evaluators, plugin_of, device)
+
+
+def check_device(spec: RunSpec, source: str = "spec") -> str:
+    """The device a run will use (``cpu``/``cuda``), after checking precision against it.
+
+    Raises:
+        SpecError: ``training.device: cuda`` without CUDA; ``training.precision: fp16`` without
+            CUDA (PyTorch has no fp16 mixed precision on CPU); ``bf16`` on a GPU without bf16.
+    """
+    import torch
+
+    t = spec.training
+    cuda = torch.cuda.is_available()
+    if t.device == "cuda" and not cuda:
+        raise SpecError(f"{source}: training.device: cuda requested but no CUDA device is "
+                        "available (use auto or cpu)")
+    device = "cuda" if t.device == "cuda" or (t.device == "auto" and cuda) else "cpu"
+    if t.precision == "fp16" and device != "cuda":
+        raise SpecError(f"{source}: training.precision: fp16 needs a CUDA GPU; on CPU use "
+                        "fp32 or bf16")
+    if t.precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SpecError(f"{source}: training.precision: this GPU has no bf16; use fp16 or fp32")
+    return device
+
+
+def create_run(spec: RunSpec, registry: Registry) -> tuple[str, Path]:
+    """Insert a queued run for ``spec`` and return its id and output folder
+    (``<spec.output_dir>/<run-id>``, absolute)."""
+    run_id = registry.create_run(spec.model_dump(mode="json"))
+    out = (Path(spec.output_dir) / run_id).resolve()
+    registry.update_run(run_id, output_dir=str(out), dataset_source=spec.dataset.source,
+                        strategy=spec.strategy.name)
+    return run_id, out
+
+
+def launch_detached(run_id: str, registry: Registry, out: Path) -> int:
+    """Start ``python -m tuneyard.core.runner RUN_ID`` in a new session; output goes to
+    ``<out>/run.log``. Returns the process id."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "run.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tuneyard.core.runner", run_id,
+             "--registry", str(registry.path.resolve())],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    registry.update_run(run_id, pid=proc.pid)
+    return proc.pid

@@ -1,0 +1,92 @@
+"""Batched greedy decoding for decoder-only (causal LM) models.
+
+The one place tuneyard generates text; the generation evaluators (``exact-match``, ``rouge``)
+and anything else that needs completions call :func:`generate`. torch is imported inside the
+function so importing this module stays cheap.
+
+Batched generation for decoder-only models needs *left* padding: the model continues the last
+position of each row, so every prompt must end at the same column. With right padding the pad
+tokens would sit between a short prompt and its continuation (see the transformers guide
+"Generation with LLMs", section "Wrong padding side").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    device: Any,
+    add_special_tokens: bool = False,
+) -> list[str]:
+    """Greedily continue each prompt, ``batch_size`` prompts per ``model.generate`` call.
+
+    Each micro-batch is tokenized with left padding into ``input_ids`` and ``attention_mask``
+    (int64, ``[batch, prompt_len]``, on ``device``; 0 in the mask on padding). ``generate``
+    returns ``[batch, prompt_len + new_len]`` token ids; only the last ``new_len`` columns (the
+    new tokens, ``new_len <= max_new_tokens``) are decoded. A row stops at the model's EOS token;
+    after that it is filled with ``pad_token_id``, and both are dropped by
+    ``skip_special_tokens=True``. Position ids are derived from the attention mask by
+    transformers, so the result does not depend on ``batch_size`` (up to floating-point ties
+    between two tokens' logits).
+
+    The model is put in eval mode for the call (and restored afterwards) and run under
+    ``torch.inference_mode``; the tokenizer's ``padding_side`` is restored too.
+
+    Args:
+        model: a transformers causal LM (``PreTrainedModel`` or a peft wrapper) on ``device``.
+        tokenizer: its tokenizer; ``pad_token_id`` must be set (pad == eos is fine).
+        prompts: the prompt texts, already rendered (e.g. with the chat template).
+        max_new_tokens: most tokens generated per prompt.
+        batch_size: prompts per forward pass.
+        device: where the input tensors go (the model's device).
+        add_special_tokens: let the tokenizer add BOS/EOS around each prompt. Leave it ``False``
+            when the prompts were rendered with a chat template, which already holds them.
+
+    Returns:
+        One completion per prompt, in order: the new tokens decoded with
+        ``skip_special_tokens=True`` and stripped of surrounding whitespace.
+
+    Raises:
+        ValueError: ``batch_size`` or ``max_new_tokens`` is below 1, or a prompt has no tokens.
+    """
+    import torch
+
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, "
+                         f"{max_new_tokens}")
+    was_training = model.training
+    padding_side = tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"
+    completions: list[str] = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(prompts), batch_size):
+                chunk = prompts[start:start + batch_size]
+                enc = tokenizer(chunk, return_tensors="pt", padding=True,
+                                add_special_tokens=add_special_tokens)
+                lengths = enc["attention_mask"].sum(dim=1)  # [batch]
+                if int(lengths.min()) == 0:
+                    empty = start + int((lengths == 0).nonzero()[0])
+                    raise ValueError(f"prompt {empty} has no tokens; generation needs a prompt")
+                input_ids = enc["input_ids"].to(device)  # [batch, prompt_len]
+                attention_mask = enc["attention_mask"].to(device)  # [batch, prompt_len]
+                out = model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask,
+                    max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                    pad_token_id=tokenizer.pad_token_id,
+                )  # [batch, prompt_len + new_len]
+                new_tokens = out[:, input_ids.shape[1]:]  # [batch, new_len]
+                texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                completions.extend(text.strip() for text in texts)
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return completions

@@ -1,0 +1,91 @@
+"""Registry schema, as numbered migrations. Append-only: never edit a released migration.
+
+Schema (units in column names; times are ISO-8601 UTC strings):
+
+- ``runs``: id, name, status (queued/running/completed/failed/stopped/interrupted), spec (JSON),
+  plugin_versions (JSON), dataset_source, dataset_fingerprint, train_rows, eval_rows,
+  base_model, strategy, host, device, pid, output_dir, max_steps, step, created_at, started_at,
+  heartbeat_at, ended_at, error.
+- ``metrics``: run_id, step, name, value, at — training curves (``loss``, ``learning_rate``,
+  ``grad_norm``, ``tokens_per_s``, ``epoch``).
+- ``system_metrics``: run_id, device, util_pct, mem_bytes, power_w, temp_c, at.
+- ``checkpoints``: run_id, step, path, created_at.
+- ``artifacts``: run_id, kind (adapter, model, tokenizer, spec), path, created_at.
+- ``evaluations``: run_id, checkpoint (``base``/``final``/folder name), evaluator, metric,
+  value, details (JSON list of per-example dicts, on the first metric row of an evaluator), at.
+- ``plugins``: name, version, source, hooks (JSON), components (JSON), error, loaded_at.
+- ``components``: kind, name, plugin, description, options_schema (JSON schema).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlite_utils import Database
+
+
+def _create(db: Database, table: str, columns: dict, **kwargs) -> None:
+    """CREATE TABLE inside the caller's transaction (sqlite-utils' ``create`` would commit)."""
+    db.conn.execute(db.create_table_sql(table, columns, **kwargs))
+
+
+def _index(db: Database, table: str, columns: list[str]) -> None:
+    name = f"idx_{table}_{'_'.join(columns)}"
+    db.conn.execute(f"CREATE INDEX {name} ON {table} ({', '.join(columns)})")
+
+
+def _m001_initial(db: Database) -> None:
+    _create(db, "runs", 
+        {
+            "id": str, "name": str, "status": str, "spec": str, "plugin_versions": str,
+            "dataset_source": str, "dataset_fingerprint": str, "train_rows": int,
+            "eval_rows": int, "base_model": str, "strategy": str, "host": str, "device": str,
+            "pid": int, "output_dir": str, "max_steps": int, "step": int, "created_at": str,
+            "started_at": str, "heartbeat_at": str, "ended_at": str, "error": str,
+        },
+        pk="id",
+    )
+    _index(db, "runs", ["created_at"])
+    _index(db, "runs", ["status"])
+    _create(db, "metrics", 
+        {"run_id": str, "step": int, "name": str, "value": float, "at": str},
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    _index(db, "metrics", ["run_id", "name", "step"])
+    _create(db, "system_metrics", 
+        {"run_id": str, "device": str, "util_pct": float, "mem_bytes": int,
+         "power_w": float, "temp_c": float, "at": str},
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    _index(db, "system_metrics", ["run_id", "at"])
+    _create(db, "checkpoints", 
+        {"run_id": str, "step": int, "path": str, "created_at": str},
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    _index(db, "checkpoints", ["run_id", "step"])
+    _create(db, "artifacts", 
+        {"run_id": str, "kind": str, "path": str, "created_at": str},
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    _index(db, "artifacts", ["run_id"])
+    _create(db, "evaluations", 
+        {"run_id": str, "checkpoint": str, "evaluator": str, "metric": str, "value": float,
+         "details": str, "at": str},
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    _index(db, "evaluations", ["run_id", "checkpoint"])
+    _create(db, "plugins", 
+        {"name": str, "version": str, "source": str, "hooks": str, "components": str,
+         "error": str, "loaded_at": str},
+        pk="name",
+    )
+    _create(db, "components", 
+        {"kind": str, "name": str, "plugin": str, "description": str, "options_schema": str},
+        pk=("kind", "name"),
+    )
+
+
+#: (version, migration) in order; the registry records the highest applied version.
+MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [
+    (1, _m001_initial),
+]

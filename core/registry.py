@@ -1,0 +1,248 @@
+"""The registry: every run, metric, checkpoint, artifact, evaluation and plugin, in SQLite.
+
+The only module that speaks SQL (through sqlite-utils). WAL mode with a busy timeout, so readers
+(the TUI, ``tuneyard runs list``) never block the run process that writes. Schema: see
+:mod:`tuneyard.core.migrations`. Default file ``./registry.db``; ``TUNEYARD_REGISTRY`` or
+``--registry`` override it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sqlite3
+from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from tuneyard.core.errors import RunNotFound, TuneyardError
+from tuneyard.core.migrations import MIGRATIONS
+
+BUSY_TIMEOUT_S = 30.0
+ACTIVE = ("queued", "running")
+
+
+def now() -> str:
+    """Current UTC time as ISO-8601 with microseconds (sorts as text)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def default_path() -> Path:
+    """``$TUNEYARD_REGISTRY`` if set, else ``./registry.db``."""
+    return Path(os.environ.get("TUNEYARD_REGISTRY") or "registry.db")
+
+
+class Registry:
+    """A connection to one registry file, created and migrated on first use.
+
+    Raises:
+        TuneyardError: the file cannot be opened or is not a tuneyard registry.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else default_path()
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise TuneyardError(f"{self.path}: cannot open registry: {exc}") from None
+        self.db = Database(conn)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Apply pending migrations in one IMMEDIATE transaction (race-safe across processes)."""
+        conn = self.db.conn
+        try:
+            with self.transaction():
+                conn.execute("CREATE TABLE IF NOT EXISTS migrations "
+                             "(version INTEGER PRIMARY KEY, applied_at TEXT)")
+                done = {row[0] for row in conn.execute("SELECT version FROM migrations")}
+                for version, migrate in MIGRATIONS:
+                    if version not in done:
+                        migrate(self.db)
+                        conn.execute("INSERT INTO migrations VALUES (?, ?)", (version, now()))
+        except sqlite3.DatabaseError as exc:
+            raise TuneyardError(f"{self.path}: not a usable tuneyard registry: {exc}") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (BEGIN IMMEDIATE … COMMIT, rolled back on error)."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _insert_many(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """INSERT rows (all with the same keys) with executemany; call inside a transaction."""
+        if rows:
+            cols = list(rows[0])
+            self.db.conn.executemany(
+                f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                [[r[c] for c in cols] for r in rows],
+            )
+
+    def schema_version(self) -> int:
+        return self.db.execute("SELECT max(version) FROM migrations").fetchone()[0] or 0
+
+    # -- runs ------------------------------------------------------------------------------
+    def create_run(self, spec: dict[str, Any], **fields: Any) -> str:
+        """Insert a ``queued`` run and return its id (``YYYYmmdd-HHMMSS-xxxx``, sortable)."""
+        run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+        self.db["runs"].insert(
+            {"id": run_id, "name": spec.get("name") or run_id, "status": "queued",
+             "spec": json.dumps(spec), "host": socket.gethostname(), "step": 0,
+             "max_steps": spec.get("training", {}).get("max_steps"), "created_at": now(),
+             **fields}
+        )
+        return run_id
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set columns of a run (JSON-encodes dicts and lists)."""
+        fields = {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in fields.items()}
+        self.db["runs"].update(run_id, fields)
+
+    def get_run(self, ref: str) -> dict[str, Any]:
+        """A run by id, unique id prefix or name (latest of that name).
+
+        Raises:
+            RunNotFound: no run matches; the message names ``ref``.
+        """
+        self.reconcile()
+        rows = list(self.db.query("SELECT * FROM runs WHERE id = ?", [ref]))
+        rows = rows or list(self.db.query(
+            "SELECT * FROM runs WHERE id LIKE ? || '%' OR name = ? ORDER BY created_at DESC",
+            [ref, ref]))
+        if not rows:
+            raise RunNotFound(f"no run '{ref}' in {self.path} (see: tuneyard runs list)")
+        return _decode_run(rows[0])
+
+    def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Runs, newest first, with their last ``loss`` (``last_loss``)."""
+        self.reconcile()
+        sql = (
+            "SELECT r.*, (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'loss'"
+            " ORDER BY step DESC LIMIT 1) AS last_loss FROM runs r ORDER BY created_at DESC"
+        )
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_decode_run(r) for r in self.db.query(sql)]
+
+    def reconcile(self) -> None:
+        """Mark ``running`` runs of this host whose process is gone as ``interrupted``."""
+        host = socket.gethostname()
+        for row in self.db.query(
+            "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?", [host]
+        ):
+            if row["pid"] and not _pid_alive(row["pid"]):
+                self.db.execute(
+                    "UPDATE runs SET status = 'interrupted', ended_at = ?, error = ? "
+                    "WHERE id = ? AND status = 'running'",
+                    [now(), f"run process {row['pid']} is gone", row["id"]],
+                )
+
+    # -- metrics, checkpoints, artifacts, evaluations --------------------------------------
+    def add_metrics(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
+        """Write one step's metrics and the run's step/heartbeat in one transaction."""
+        at = now()
+        with self.transaction():
+            self._insert_many("metrics", [
+                {"run_id": run_id, "step": step, "name": k, "value": float(v), "at": at}
+                for k, v in metrics.items()
+            ])
+            self.db.conn.execute(
+                "UPDATE runs SET step = ?, heartbeat_at = ? WHERE id = ?", [step, at, run_id]
+            )
+
+    def metrics(self, run_id: str, name: str) -> list[tuple[int, float]]:
+        """``(step, value)`` of one metric of a run, by step."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT step, value FROM metrics WHERE run_id = ? AND name = ? ORDER BY step",
+            [run_id, name])]
+
+    def add_system_metrics(self, run_id: str, samples: list[dict[str, Any]]) -> None:
+        at = now()
+        with self.transaction():
+            self._insert_many("system_metrics", [{"run_id": run_id, "at": at, **s} for s in samples])
+
+    def add_checkpoint(self, run_id: str, step: int, path: str) -> None:
+        self.db["checkpoints"].insert(
+            {"run_id": run_id, "step": step, "path": path, "created_at": now()})
+
+    def checkpoints(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self.db.query(
+            "SELECT * FROM checkpoints WHERE run_id = ? ORDER BY step", [run_id]))
+
+    def add_artifact(self, run_id: str, kind: str, path: str) -> None:
+        self.db["artifacts"].insert(
+            {"run_id": run_id, "kind": kind, "path": path, "created_at": now()})
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM artifacts WHERE run_id = ?", [run_id]))
+
+    def add_evaluation(
+        self, run_id: str, checkpoint: str, evaluator: str, metrics: dict[str, float],
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Store an evaluator's metrics (one row each); details go on the first row."""
+        at = now()
+        with self.transaction():
+            self._insert_many("evaluations", [
+                {"run_id": run_id, "checkpoint": checkpoint, "evaluator": evaluator,
+                 "metric": k, "value": float(v),
+                 "details": json.dumps(details) if details and i == 0 else None, "at": at}
+                for i, (k, v) in enumerate(metrics.items())
+            ])
+
+    def evaluations(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self.db.query(
+            "SELECT checkpoint, evaluator, metric, value, at FROM evaluations WHERE run_id = ?"
+            " ORDER BY rowid", [run_id]))
+
+    # -- plugins ---------------------------------------------------------------------------
+    def sync_plugins(self, plugins: Any) -> None:
+        """Replace the ``plugins`` and ``components`` tables with what ``plugins`` loaded."""
+        at = now()
+        with self.transaction():
+            self.db.conn.execute("DELETE FROM plugins")
+            self.db.conn.execute("DELETE FROM components")
+            self._insert_many("plugins", [
+                {"name": i.name, "version": i.version, "source": i.source,
+                 "hooks": json.dumps(i.hooks), "components": json.dumps(i.components),
+                 "error": "; ".join(i.errors) or None, "loaded_at": at}
+                for i in plugins.infos.values()
+            ])
+            self._insert_many("components", [
+                {"kind": kind, "name": name, "plugin": c.plugin, "description": c.cls.description,
+                 "options_schema": json.dumps(c.cls.Options.model_json_schema())}
+                for kind, items in plugins.components.items() for name, c in items.items()
+            ])
+
+
+def _decode_run(row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("spec", "plugin_versions"):
+        if row.get(key):
+            row[key] = json.loads(row[key])
+    return row
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,344 @@
+"""The run process: load data and model, evaluate the baseline, train, checkpoint, evaluate.
+
+Run as ``python -m tuneyard.core.runner RUN_ID [--registry PATH]`` (detached runs), or called
+in-process by ``tuneyard run`` (foreground). Training is transformers' ``Trainer``; a callback
+writes metrics to the registry and fires the lifecycle hooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from tuneyard.core.components import EvalContext, Example
+from tuneyard.core.engine import Composition, compose
+from tuneyard.core.errors import PluginError, TuneyardError
+from tuneyard.core.formats import PadCollator, pack, to_examples, tokenize_all
+from tuneyard.core.plugins import Plugins, get_plugins
+from tuneyard.core.registry import Registry, now
+from tuneyard.core.spec import EvaluatorSpec, RunSpec
+
+log = logging.getLogger(__name__)
+
+
+class Progress(Protocol):
+    """Where a run reports progress (the CLI draws it with rich; detached runs log it)."""
+
+    def phase(self, text: str) -> None: ...
+    def step(self, step: int, total: int, metrics: dict[str, float]) -> None: ...
+
+
+class LogProgress:
+    """Progress as log lines (detached runs write them to ``run.log``)."""
+
+    def phase(self, text: str) -> None:
+        log.info(text)
+
+    def step(self, step: int, total: int, metrics: dict[str, float]) -> None:
+        log.info("step %d/%d %s", step, total,
+                 " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+
+@dataclass
+class Data:
+    """A run's data after formatting and tokenization (deterministic given spec + seed)."""
+
+    train_rows: list[dict[str, list[int]]]
+    eval_examples: list[Example]
+    eval_rows: list[dict[str, list[int]]]
+    fingerprint: str
+    dropped: int = 0
+    collator: Any = field(default=None)
+
+
+def guarded(comp: Any, plugin_of: dict[str, str], action: str, fn: Any, *args: Any, **kw: Any):
+    """Call a component method; a non-tuneyard exception becomes a PluginError naming it."""
+    try:
+        return fn(*args, **kw)
+    except TuneyardError:
+        raise
+    except Exception as exc:
+        plugin = plugin_of.get(f"{comp.kind}:{comp.name}", "?")
+        raise PluginError(f"{comp.kind} '{comp.name}' (plugin {plugin}) failed to {action}: "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def load_data(comp: Composition, tokenizer: Any, progress: Progress) -> Data:
+    """Load rows, render them in the spec's format, split off the held-out eval set, tokenize.
+
+    The split is a seeded shuffle (``training.seed``): the same spec always holds out the same
+    rows, and training never sees them.
+    """
+    spec = comp.spec
+    progress.phase(f"loading dataset ({spec.dataset.source})")
+    rows = guarded(comp.source, comp.plugin_of, "load data", comp.source.load)
+    if len(rows) < 2:
+        raise TuneyardError(f"dataset: source '{spec.dataset.source}' gave {len(rows)} rows; "
+                            "need at least 2 (one to train, one to evaluate)")
+    examples = to_examples(rows, spec.dataset.format, spec.dataset.columns, tokenizer)
+    order = list(range(len(examples)))
+    random.Random(spec.training.seed).shuffle(order)
+    n_eval = max(1, round(len(order) * spec.dataset.eval_split))
+    if spec.dataset.eval_limit:
+        n_eval = min(n_eval, spec.dataset.eval_limit)
+    eval_examples = [examples[i] for i in order[:n_eval]]
+    train_examples = [examples[i] for i in order[n_eval:]]
+    max_len = spec.training.max_seq_len
+    train_rows, dropped = tokenize_all(train_examples, tokenizer, max_len)
+    eval_rows, _ = tokenize_all(eval_examples, tokenizer, max_len)
+    if comp.strategy.pack:
+        train_rows = pack(train_rows, max_len)
+    if not train_rows:
+        raise TuneyardError(f"dataset: no training rows left (max_seq_len={max_len}; "
+                            "for packing the text must hold at least one block)")
+    digest = hashlib.sha256(json.dumps(
+        [getattr(rows, "_fingerprint", None) or repr(rows[: min(len(rows), 1000)]), len(rows),
+         spec.dataset.model_dump(mode="json")], sort_keys=True, default=str).encode())
+    return Data(train_rows, eval_examples, eval_rows, digest.hexdigest()[:16], dropped,
+                PadCollator(tokenizer.pad_token_id))
+
+
+def evaluate(comp: Composition, plugins: Plugins, registry: Registry, run_id: str, model: Any,
+             tokenizer: Any, data: Data, checkpoint: str, progress: Progress
+             ) -> dict[str, dict[str, float]]:
+    """Run every evaluator of the spec on the held-out set and record the results."""
+    import torch
+
+    results = {}
+    model.eval()
+    for ev in comp.evaluators:
+        progress.phase(f"evaluating {checkpoint}: {ev.name}")
+        ctx = EvalContext(model, tokenizer, data.eval_examples, data.eval_rows, data.collator,
+                          torch.device(comp.device), comp.spec.training.eval_batch_size)
+        result = guarded(ev, comp.plugin_of, "evaluate", ev.evaluate, ctx)
+        registry.add_evaluation(run_id, checkpoint, ev.name, result.metrics, result.details)
+        plugins.fire("on_evaluation", run_id=run_id, checkpoint=checkpoint, evaluator=ev.name,
+                     metrics=result.metrics)
+        results[ev.name] = result.metrics
+    return results
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' own progress bars and info logs: tuneyard reports progress."""
+    import datasets
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def load_model(comp: Composition, progress: Progress) -> tuple[Any, Any]:
+    import torch
+
+    progress.phase(f"loading model ({comp.spec.model.provider})")
+    return guarded(comp.provider, comp.plugin_of, "load the model", comp.provider.load,
+                   task=comp.strategy.task, dtype=torch.float32)
+
+
+def execute(registry: Registry, run_id: str, progress: Progress | None = None) -> str:
+    """Run ``run_id`` to its end in this process and return its final status.
+
+    The run row is ``running`` while it trains, then ``completed``; on an exception it is
+    ``failed`` with the reason in ``runs.error`` and the exception propagates; on Ctrl-C it is
+    ``stopped``. Nothing else in the registry is touched.
+    """
+    progress = progress or LogProgress()
+    quiet_libraries()
+    plugins = get_plugins()
+    run = registry.get_run(run_id)
+    registry.update_run(run_id, status="running", pid=os.getpid(), started_at=now(),
+                        heartbeat_at=now(), plugin_versions=plugins.versions())
+    status, error = "failed", None
+    try:
+        _train(registry, plugins, run, progress)
+        status = "completed"
+    except KeyboardInterrupt:
+        status, error = "stopped", "interrupted by the user (Ctrl-C)"
+        raise
+    except Exception as exc:
+        error = str(exc) if isinstance(exc, TuneyardError) else f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        registry.update_run(run_id, status=status, error=error, ended_at=now())
+        plugins.fire("on_run_end", run_id=run_id, status=status, error=error)
+    return status
+
+
+def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], progress: Progress) -> None:
+    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+
+    run_id, out = run["id"], Path(run["output_dir"])
+    spec = RunSpec.model_validate(run["spec"])
+    comp = compose(spec, plugins)
+    t = spec.training
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.yaml").write_text(yaml.safe_dump(run["spec"], sort_keys=False))
+    registry.add_artifact(run_id, "spec", str(out / "spec.yaml"))
+    set_seed(t.seed)
+
+    model, tokenizer = load_model(comp, progress)
+    data = load_data(comp, tokenizer, progress)
+    if data.dropped:
+        log.warning("dropped %d training examples whose answer was truncated away "
+                    "(raise training.max_seq_len)", data.dropped)
+    registry.update_run(
+        run_id, dataset_fingerprint=data.fingerprint, train_rows=len(data.train_rows),
+        eval_rows=len(data.eval_rows), base_model=comp.provider.model_id(), device=comp.device,
+    )
+    model = guarded(comp.strategy, comp.plugin_of, "prepare the model", comp.strategy.prepare,
+                    model)
+    model.to(comp.device)
+    plugins.fire("on_run_start", run_id=run_id, spec=run["spec"], output_dir=str(out))
+    evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "base", progress)
+
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"), max_steps=t.max_steps,
+        per_device_train_batch_size=t.micro_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps, save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps or 500, seed=t.seed, data_seed=t.seed,
+        bf16=t.precision == "bf16", fp16=t.precision == "fp16", use_cpu=comp.device == "cpu",
+        report_to=[], disable_tqdm=True, remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
+    )
+    callback = RegistryCallback(registry, plugins, run_id, progress, comp)
+    trainer = Trainer(model=model, args=args, train_dataset=data.train_rows,
+                      data_collator=data.collator, callbacks=[callback])
+    trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
+    progress.phase("training")
+    trainer.train()
+
+    final = out / "final"
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(str(final))
+    step = trainer.state.global_step
+    registry.add_checkpoint(run_id, step, str(final))
+    kind = "adapter" if (final / "adapter_config.json").exists() or any(
+        final.glob("*/adapter_config.json")) else "model"
+    registry.add_artifact(run_id, kind, str(final))
+    plugins.fire("on_checkpoint_saved", run_id=run_id, step=step, path=str(final))
+    evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "final", progress)
+
+
+def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
+                 progress: Progress | None = None) -> dict[str, dict[str, float]]:
+    """Evaluate a finished run's final checkpoint again (``tuneyard eval``).
+
+    Raises:
+        RunNotFound: no such run. TuneyardError: the run has no final checkpoint, or
+        ``evaluator`` is not one of the run's evaluators or a registered one.
+    """
+    progress = progress or LogProgress()
+    quiet_libraries()
+    plugins = get_plugins()
+    run = registry.get_run(ref)
+    spec = RunSpec.model_validate(run["spec"])
+    if evaluator:
+        chosen = [e for e in spec.evaluators if e.name == evaluator]
+        spec.evaluators = chosen or [EvaluatorSpec(name=evaluator)]
+    final = Path(run["output_dir"] or "") / "final"
+    if not final.is_dir():
+        raise TuneyardError(f"run {run['id']} has no final checkpoint at {final} "
+                            f"(status: {run['status']})")
+    comp = compose(spec, plugins)
+    base, tokenizer = load_model(comp, progress)
+    model = guarded(comp.strategy, comp.plugin_of, "load its checkpoint",
+                    comp.strategy.load_checkpoint, base, str(final))
+    model.to(comp.device)
+    data = load_data(comp, tokenizer, progress)
+    return evaluate(comp, plugins, registry, run["id"], model, tokenizer, data, "final", progress)
+
+
+def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress: Progress,
+                     comp: Composition) -> Any:
+    """A ``TrainerCallback`` that records each logged step and checkpoint.
+
+    Per logged step it writes ``loss``, ``learning_rate``, ``grad_norm``, ``epoch`` and
+    ``tokens_per_s`` (non-padding input tokens per second of wall time since the previous log)
+    in one registry transaction, samples the device monitors (at most once a second) and fires
+    ``on_step_end``. It only records: the Trainer's loop does the work.
+    """
+    from transformers import TrainerCallback
+
+    monitors = [info.cls(info.cls.Options()) for info in
+                plugins.components["device-monitor"].values()]
+
+    class _Callback(TrainerCallback):
+        def __init__(self) -> None:
+            self.last_time = time.perf_counter()
+            self.last_tokens = 0
+            self.last_sample = 0.0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            t = time.perf_counter()
+            tokens = int(state.num_input_tokens_seen)
+            metrics = {k: float(logs[k]) for k in ("loss", "learning_rate", "grad_norm", "epoch")
+                       if logs.get(k) is not None}
+            metrics["tokens_per_s"] = (tokens - self.last_tokens) / max(t - self.last_time, 1e-9)
+            self.last_time, self.last_tokens = t, tokens
+            registry.add_metrics(run_id, state.global_step, metrics)
+            if t - self.last_sample >= 1.0:
+                self.last_sample = t
+                self._sample()
+            plugins.fire("on_step_end", run_id=run_id, step=state.global_step, metrics=metrics)
+            progress.step(state.global_step, state.max_steps, metrics)
+
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            registry.add_checkpoint(run_id, state.global_step, str(path))
+            plugins.fire("on_checkpoint_saved", run_id=run_id, step=state.global_step,
+                         path=str(path))
+
+        def _sample(self) -> None:
+            samples = []
+            for mon in monitors:
+                try:
+                    samples += [
+                        {"device": s.device, "util_pct": s.util_pct, "mem_bytes": s.mem_bytes,
+                         "power_w": s.power_w, "temp_c": s.temp_c} for s in mon.sample()]
+                except Exception as exc:  # telemetry must never stop a run
+                    log.warning("device monitor %s failed: %s", mon.name, exc)
+            registry.add_system_metrics(run_id, samples)
+
+    return _Callback()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a detached run process. Exit code 0 completed, 1 failed, 2 user error."""
+    parser = argparse.ArgumentParser(prog="python -m tuneyard.core.runner")
+    parser.add_argument("run_id")
+    parser.add_argument("--registry", default=None)
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        execute(Registry(a.registry), a.run_id)
+    except TuneyardError as exc:
+        log.error("%s", exc)
+        return 2
+    except Exception:
+        log.exception("run %s failed", a.run_id)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

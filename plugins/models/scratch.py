@@ -1,0 +1,159 @@
+"""Model provider ``scratch``: a randomly initialised model for pre-training.
+
+The architecture's config is built from small defaults (:data:`DEFAULTS`) updated with
+``options.config``; the vocabulary size and the pad/bos/eos ids come from the tokenizer. The
+weights are initialised by transformers' own ``_init_weights`` (normal, std
+``initializer_range`` = 0.02) under ``torch.manual_seed(options.seed)``, so the same options give
+the same weights; the global RNG state is left as it was.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneyard.core.components import ModelProvider, Task
+from tuneyard.core.errors import TuneyardError
+from tuneyard.core.hookspecs import hookimpl
+from tuneyard.plugins.models.hf import ensure_pad_token, locate
+
+if TYPE_CHECKING:
+    import torch
+
+#: architecture → (task it trains, transformers config class, model class).
+ARCHITECTURES = {
+    "llama": ("causal-lm", "LlamaConfig", "LlamaForCausalLM"),
+    "bert": ("masked-lm", "BertConfig", "BertForMaskedLM"),
+}
+
+#: Small defaults, overridden key by key by ``options.config``. bert is BERT-Mini (L=4, H=256,
+#: 4 heads, FFN 4H; Turc et al. 2019, "Well-Read Students Learn Better"); llama uses the same
+#: shape with a SwiGLU FFN of 3H (LLaMA, Touvron et al. 2023, uses ~8/3 H) and tied embeddings.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "llama": {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
+              "num_attention_heads": 4, "num_key_value_heads": 4,
+              "max_position_embeddings": 512, "tie_word_embeddings": True},
+    "bert": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4,
+             "num_attention_heads": 4, "max_position_embeddings": 512},
+}
+
+#: Config keys taken from the tokenizer; setting them in ``options.config`` is an error.
+FROM_TOKENIZER = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
+
+
+class ScratchOptions(BaseModel):
+    """Options of the ``scratch`` model provider."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: Literal["llama", "bert"] = Field(default="llama", description=(
+        "llama: decoder-only causal LM (LlamaForCausalLM, strategy pretrain-clm); "
+        "bert: encoder masked LM (BertForMaskedLM, strategy pretrain-mlm)."
+    ))
+    config: dict[str, Any] = Field(default_factory=dict, description=(
+        "transformers config keys overriding the defaults: hidden_size 256, "
+        "num_hidden_layers 4, num_attention_heads 4, max_position_embeddings 512 (tokens), "
+        "intermediate_size 768 (llama) / 1024 (bert); llama also num_key_value_heads 4 and "
+        "tie_word_embeddings true. vocab_size and the pad/bos/eos ids come from the tokenizer."
+    ))
+    tokenizer: str = Field(description=(
+        "Tokenizer folder, 'package:NAME/sub/folder', or a hub id already in the local HF "
+        "cache; its length sets vocab_size. masked-lm needs a mask token."
+    ))
+    seed: int = Field(default=0, description="torch.manual_seed for the weight init.")
+
+
+class ScratchModel(ModelProvider):
+    """A model with random weights, shaped by a config, for pre-training."""
+
+    name = "scratch"
+    description = "random init from a small config (llama or bert), for pre-training"
+    Options = ScratchOptions
+
+    def load(self, *, task: Task, dtype: torch.dtype) -> tuple[Any, Any]:
+        """Build the model for ``task`` in ``dtype`` on CPU, and load the tokenizer.
+
+        Raises:
+            TuneyardError: ``model.options.architecture`` does not train ``task``,
+                ``model.options.config`` has an unknown or tokenizer-owned key, or
+                ``model.options.tokenizer`` cannot be found offline or lacks a needed token.
+        """
+        import torch
+        import transformers
+
+        arch = self.options.architecture
+        arch_task, config_name, model_name = ARCHITECTURES[arch]
+        if arch_task != task:
+            valid = next(a for a, (t, _, _) in ARCHITECTURES.items() if t == task)
+            raise TuneyardError(
+                f"model.options.architecture: '{arch}' builds a {arch_task} model but the "
+                f"strategy trains {task}; set architecture: {valid}"
+            )
+        config_cls = getattr(transformers, config_name)
+        kwargs = {**DEFAULTS[arch], **self.options.config}
+        _check_keys(self.options.config, config_cls(), arch)
+
+        tokenizer = self.load_tokenizer(task)
+        config = config_cls(
+            **kwargs, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.options.seed)
+            try:
+                model = getattr(transformers, model_name)(config)
+            except (ValueError, TypeError) as exc:  # e.g. hidden_size not divisible by heads
+                raise TuneyardError(f"model.options.config: {exc}") from exc
+        return model.to(dtype), tokenizer
+
+    def load_tokenizer(self, task: Task) -> Any:
+        """The tokenizer of ``options.tokenizer``, with a pad token (pad == eos when none).
+
+        Raises:
+            TuneyardError: it cannot be found offline, or ``task`` is ``masked-lm`` and it has no
+                mask token.
+        """
+        from transformers import AutoTokenizer
+
+        field = "model.options.tokenizer"
+        source = locate(self.options.tokenizer, field)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise TuneyardError(f"{field}: cannot load a tokenizer from '{source}': {exc}") from exc
+        if task == "masked-lm" and tokenizer.mask_token is None:
+            raise TuneyardError(
+                f"{field}: '{source}' has no mask token, which masked-lm pre-training needs "
+                "(use a BERT-style tokenizer with [MASK])"
+            )
+        return ensure_pad_token(tokenizer)
+
+    def model_id(self) -> str:
+        """``scratch-<architecture>-<layers>x<hidden>``, e.g. ``scratch-llama-4x256``."""
+        config = {**DEFAULTS[self.options.architecture], **self.options.config}
+        return (f"scratch-{self.options.architecture}-"
+                f"{config['num_hidden_layers']}x{config['hidden_size']}")
+
+
+def _check_keys(overrides: dict[str, Any], default: Any, arch: str) -> None:
+    """Reject keys the config class does not know (transformers would silently keep them)."""
+    for key in overrides:
+        if key in FROM_TOKENIZER:
+            raise TuneyardError(
+                f"model.options.config.{key}: set from the tokenizer (model.options.tokenizer); "
+                "remove it"
+            )
+        if not hasattr(default, key):
+            known = [k for k in vars(default) if not k.startswith("_")]
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise TuneyardError(
+                f"model.options.config.{key}: not a {type(default).__name__} key{hint}"
+            )
+
+
+@hookimpl
+def register_model_providers(register):
+    register(ScratchModel)

@@ -1,0 +1,55 @@
+"""Strategy ``lora``: low-rank adapters through peft (Hu et al. 2021, arXiv:2106.09685)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneyard.core.components import TrainingStrategy
+from tuneyard.core.hookspecs import hookimpl
+
+
+class LoraOptions(BaseModel):
+    """LoRA hyper-parameters; names and defaults follow ``peft.LoraConfig``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(8, gt=0, description="rank of the update matrices")
+    alpha: int = Field(16, gt=0, description="scaling: the update is multiplied by alpha / r")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    target_modules: list[str] | str = Field(
+        "all-linear", description="module names to adapt, or 'all-linear'"
+    )
+    adapter_name: str = Field("default", description="peft adapter name")
+
+
+class LoRA(TrainingStrategy):
+    """Freezes the base model and trains rank-``r`` adapters on ``target_modules``.
+
+    Checkpoints are peft adapter folders (``adapter_config.json`` + ``adapter_model.safetensors``).
+    """
+
+    name = "lora"
+    description = "LoRA adapters (peft): train a small rank-r update, base weights frozen"
+    Options = LoraOptions
+
+    def prepare(self, model: Any) -> Any:
+        from peft import LoraConfig, get_peft_model
+
+        o = self.options
+        config = LoraConfig(
+            r=o.r, lora_alpha=o.alpha, lora_dropout=o.dropout, target_modules=o.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, config, adapter_name=o.adapter_name)
+
+    def load_checkpoint(self, model: Any, path: str) -> Any:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, path, adapter_name=self.options.adapter_name)
+
+
+@hookimpl
+def register_training_strategies(register):
+    register(LoRA)
