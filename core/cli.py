@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tuneyard.core.errors import TuneyardError
@@ -37,13 +38,15 @@ def handle_errors(fn):
         except TuneyardError as exc:
             if ctx.obj.get("debug"):
                 raise
-            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True)
+            err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False,
+                              soft_wrap=True)
             sys.exit(2)
         except Exception as exc:
             if ctx.obj.get("debug"):
                 raise
-            err_console.print(f"[bold red]Failed:[/] {type(exc).__name__}: {exc}\n"
-                              "(run with --debug for the traceback)", highlight=False)
+            err_console.print(f"[bold red]Failed:[/] {escape(f'{type(exc).__name__}: {exc}')}\n"
+                              "(run with --debug for the traceback)", highlight=False,
+                              soft_wrap=True)
             sys.exit(1)
 
     return wrapper
@@ -166,13 +169,14 @@ def runs_list(as_json: bool, limit: int) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    table = Table("id", "name", "status", "model", "strategy", "dataset", "step", "loss",
-                  "created")
+    table = Table("name", "status", "model", "strategy", "dataset", "step", "loss", "created")
+    table.add_column("id", no_wrap=True, min_width=20)
     for r in rows:
         loss = f"{r['last_loss']:.4f}" if r["last_loss"] is not None else ""
-        table.add_row(r["id"], r["name"], _status(r["status"]), r["base_model"] or "",
+        table.add_row(r["name"], _status(r["status"]), r["base_model"] or "",
                       r["strategy"] or "", r["dataset_source"] or "",
-                      f"{r['step']}/{r['max_steps']}", loss, (r["created_at"] or "")[:19])
+                      f"{r['step']}/{r['max_steps']}", loss,
+                      (r["created_at"] or "")[:16].replace("T", " "), r["id"])
     console.print(table)
 
 

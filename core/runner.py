@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,8 +24,8 @@ import yaml
 
 from tuneyard.core.components import EvalContext, Example
 from tuneyard.core.engine import Composition, compose
-from tuneyard.core.errors import PluginError, TuneyardError
-from tuneyard.core.formats import PadCollator, pack, to_examples, tokenize_all
+from tuneyard.core.errors import DataError, PluginError, TuneyardError
+from tuneyard.core.formats import PadCollator, pack, resolve_columns, to_examples, tokenize_all
 from tuneyard.core.plugins import Plugins, get_plugins
 from tuneyard.core.registry import Registry, now
 from tuneyard.core.spec import EvaluatorSpec, RunSpec
@@ -74,18 +75,32 @@ def guarded(comp: Any, plugin_of: dict[str, str], action: str, fn: Any, *args: A
                           f"{type(exc).__name__}: {exc}") from exc
 
 
-def load_data(comp: Composition, tokenizer: Any, progress: Progress) -> Data:
-    """Load rows, render them in the spec's format, split off the held-out eval set, tokenize.
+def load_rows(comp: Composition, progress: Progress) -> Any:
+    """Load the dataset source's rows and check the format's columns (before any model loads).
+
+    Raises:
+        DataError: fewer than 2 rows, or a column the format needs is missing.
+    """
+    spec = comp.spec
+    progress.phase(f"loading dataset ({spec.dataset.source})")
+    try:
+        rows = guarded(comp.source, comp.plugin_of, "load data", comp.source.load)
+    except DataError as exc:
+        raise DataError(f"dataset source '{spec.dataset.source}': {exc}") from exc
+    if len(rows) < 2:
+        raise DataError(f"dataset: source '{spec.dataset.source}' gave {len(rows)} rows; "
+                        "need at least 2 (one to train, one to evaluate)")
+    resolve_columns(spec.dataset.format, list(rows.column_names), spec.dataset.columns)
+    return rows
+
+
+def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
+    """Render rows in the spec's format, split off the held-out eval set, tokenize.
 
     The split is a seeded shuffle (``training.seed``): the same spec always holds out the same
     rows, and training never sees them.
     """
     spec = comp.spec
-    progress.phase(f"loading dataset ({spec.dataset.source})")
-    rows = guarded(comp.source, comp.plugin_of, "load data", comp.source.load)
-    if len(rows) < 2:
-        raise TuneyardError(f"dataset: source '{spec.dataset.source}' gave {len(rows)} rows; "
-                            "need at least 2 (one to train, one to evaluate)")
     examples = to_examples(rows, spec.dataset.format, spec.dataset.columns, tokenizer)
     order = list(range(len(examples)))
     random.Random(spec.training.seed).shuffle(order)
@@ -100,11 +115,11 @@ def load_data(comp: Composition, tokenizer: Any, progress: Progress) -> Data:
     if comp.strategy.pack:
         train_rows = pack(train_rows, max_len)
     if not train_rows:
-        raise TuneyardError(f"dataset: no training rows left (max_seq_len={max_len}; "
-                            "for packing the text must hold at least one block)")
+        raise DataError(f"dataset: no training rows left (training.max_seq_len={max_len}; "
+                        "packing needs at least one full block of text)")
     digest = hashlib.sha256(json.dumps(
-        [getattr(rows, "_fingerprint", None) or repr(rows[: min(len(rows), 1000)]), len(rows),
-         spec.dataset.model_dump(mode="json")], sort_keys=True, default=str).encode())
+        [rows._fingerprint, spec.dataset.model_dump(mode="json"), spec.training.seed],
+        sort_keys=True).encode())
     return Data(train_rows, eval_examples, eval_rows, digest.hexdigest()[:16], dropped,
                 PadCollator(tokenizer.pad_token_id))
 
@@ -135,8 +150,10 @@ def quiet_libraries() -> None:
     import transformers
     from huggingface_hub.utils import disable_progress_bars
 
+    os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. transformers' GGUF loader uses tqdm
     disable_progress_bars()
     datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
@@ -190,8 +207,9 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], progress: 
     registry.add_artifact(run_id, "spec", str(out / "spec.yaml"))
     set_seed(t.seed)
 
+    rows = load_rows(comp, progress)
     model, tokenizer = load_model(comp, progress)
-    data = load_data(comp, tokenizer, progress)
+    data = prepare_data(comp, rows, tokenizer)
     if data.dropped:
         log.warning("dropped %d training examples whose answer was truncated away "
                     "(raise training.max_seq_len)", data.dropped)
@@ -257,11 +275,12 @@ def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
         raise TuneyardError(f"run {run['id']} has no final checkpoint at {final} "
                             f"(status: {run['status']})")
     comp = compose(spec, plugins)
+    rows = load_rows(comp, progress)
     base, tokenizer = load_model(comp, progress)
     model = guarded(comp.strategy, comp.plugin_of, "load its checkpoint",
                     comp.strategy.load_checkpoint, base, str(final))
     model.to(comp.device)
-    data = load_data(comp, tokenizer, progress)
+    data = prepare_data(comp, rows, tokenizer)
     return evaluate(comp, plugins, registry, run["id"], model, tokenizer, data, "final", progress)
 
 

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -75,3 +76,33 @@ def qa_jsonl(tmp_path) -> Path:
                          ("tree", "a tall perennial woody plant"), ("run", "move fast on foot")]] * 10
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+@pytest.fixture
+def make_spec(tmp_path, tiny_model_dir):
+    """Factory: write a run spec (LoRA on the tiny model, 12 steps, perplexity) for a JSONL
+    file, with dotted-key ``changes``; returns the YAML's path."""
+
+    def make(data: Path, **changes) -> Path:
+        spec = {
+            "name": "tiny",
+            "dataset": {"source": "jsonl", "options": {"path": str(data)},
+                        "format": "instruction", "eval_split": 0.2},
+            "model": {"provider": "hf", "options": {"path": str(tiny_model_dir)}},
+            "strategy": {"name": "lora", "options": {"r": 4}},
+            "training": {"max_steps": 12, "micro_batch_size": 4, "learning_rate": 5e-3,
+                         "seed": 0},
+            "evaluators": [{"name": "perplexity"}],
+            "output_dir": str(tmp_path / "runs"),
+        }
+        for key, value in changes.items():
+            node = spec
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[last] = value
+        path = tmp_path / "spec.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return path
+
+    return make

@@ -1,0 +1,103 @@
+"""Each kind of bad input ends with exit code 2 and a one- or two-line message naming what to
+fix; nothing already in the registry is lost, and a run that fails is marked failed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tuneyard.core.cli import cli
+from tuneyard.core.registry import Registry
+
+
+def run_cli(registry: Path, *args: str):
+    return CliRunner().invoke(cli, ["--registry", str(registry), *args])
+
+
+@pytest.fixture
+def setup(tmp_path, qa_jsonl, make_spec):
+    """A registry holding one completed run, and a valid spec to break."""
+    reg = tmp_path / "registry.db"
+    spec = make_spec(qa_jsonl, **{"training.max_steps": 2})
+    assert run_cli(reg, "run", str(spec)).exit_code == 0
+    return reg, spec
+
+
+def check_fails(reg: Path, args: list[str], message: str, run_created: bool) -> None:
+    before = Registry(reg).list_runs()
+    result = run_cli(reg, *args)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == f"Error: {message}"
+    assert "Traceback" not in result.output
+    after = Registry(reg).list_runs()
+    assert after[-len(before):] == before  # nothing already recorded changed
+    if run_created:
+        assert len(after) == len(before) + 1
+        assert after[0]["status"] == "failed" and after[0]["error"] == message
+    else:
+        assert len(after) == len(before)
+
+
+def test_unknown_component_suggests_the_closest(setup):
+    reg, spec = setup
+    check_fails(reg, ["run", str(spec), "--set", "strategy.name=lroa"],
+                "unknown strategy 'lroa'; did you mean 'lora'? (valid: full, lora, pretrain-clm)",
+                run_created=False)
+
+
+def test_option_of_wrong_type_names_the_key_and_line(setup):
+    reg, spec = setup
+    line = next(i for i, t in enumerate(spec.read_text().splitlines(), 1) if t.strip() == "r: 4")
+    spec.write_text(spec.read_text().replace("r: 4", "r: four"))
+    check_fails(reg, ["run", str(spec)],
+                f"{spec}:{line}: strategy.options.r: Input should be a valid integer, "
+                "unable to parse string as an integer", run_created=False)
+
+
+def test_missing_data_file_names_the_path(setup, tmp_path):
+    reg, spec = setup
+    missing = tmp_path / "nope.jsonl"
+    check_fails(reg, ["run", str(spec), "--set", f"dataset.options.path={missing}"],
+                f"dataset source 'jsonl': path '{missing}': file not found", run_created=True)
+
+
+def test_malformed_jsonl_names_file_and_line(setup, tmp_path):
+    reg, spec = setup
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a", oops}\n')
+    check_fails(reg, ["run", str(spec), "--set", f"dataset.options.path={bad}"],
+                f"dataset source 'jsonl': {bad}:2: invalid JSON: Expecting property name "
+                "enclosed in double quotes: line 1 column 22 (char 21)", run_created=True)
+
+
+def test_missing_column_lists_the_columns_present(setup):
+    reg, spec = setup
+    check_fails(reg, ["run", str(spec), "--set", "dataset.columns.output=gloss"],
+                "dataset: format 'instruction' needs a column 'gloss'; columns present: "
+                "instruction, output (map one with dataset.columns.output: COLUMN)",
+                run_created=True)
+
+
+def test_fp16_on_cpu_is_refused_before_anything_loads(setup):
+    reg, spec = setup
+    check_fails(reg, ["run", str(spec), "--set", "training.precision=fp16"],
+                f"{spec}: training.precision: fp16 needs a CUDA GPU; on CPU use fp32 or bf16",
+                run_created=False)
+
+
+def test_unknown_run_and_missing_spec(setup, tmp_path):
+    reg, _ = setup
+    check_fails(reg, ["runs", "show", "zzz"],
+                f"no run 'zzz' in {reg} (see: tuneyard runs list)", run_created=False)
+    check_fails(reg, ["run", str(tmp_path / "none.yaml")],
+                f"{tmp_path / 'none.yaml'}: cannot read run spec: No such file or directory",
+                run_created=False)
+
+
+def test_debug_shows_the_traceback(setup):
+    reg, spec = setup
+    result = CliRunner().invoke(cli, ["--registry", str(reg), "--debug", "run", str(spec),
+                                      "--set", "strategy.name=lroa"])
+    assert result.exit_code == 1 and type(result.exception).__name__ == "PluginError"

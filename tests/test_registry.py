@@ -1,0 +1,318 @@
+"""The registry: schema, migrations (also racing processes), runs, metrics, evaluations,
+reconciliation of dead runs, corrupt files and the plugins/components tables."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tuneyard.core.components import DatasetSource, Evaluator
+from tuneyard.core.errors import RunNotFound, TuneyardError
+from tuneyard.core.hookspecs import hookimpl
+from tuneyard.core.migrations import MIGRATIONS
+from tuneyard.core.plugins import Plugins
+from tuneyard.core.registry import Registry
+from pydantic import BaseModel
+
+#: The schema documented in tuneyard.core.migrations' docstring, column for column.
+SCHEMA = {
+    "runs": ["id", "name", "status", "spec", "plugin_versions", "dataset_source",
+             "dataset_fingerprint", "train_rows", "eval_rows", "base_model", "strategy", "host",
+             "device", "pid", "output_dir", "max_steps", "step", "created_at", "started_at",
+             "heartbeat_at", "ended_at", "error"],
+    "metrics": ["run_id", "step", "name", "value", "at"],
+    "system_metrics": ["run_id", "device", "util_pct", "mem_bytes", "power_w", "temp_c", "at"],
+    "checkpoints": ["run_id", "step", "path", "created_at"],
+    "artifacts": ["run_id", "kind", "path", "created_at"],
+    "evaluations": ["run_id", "checkpoint", "evaluator", "metric", "value", "details", "at"],
+    "plugins": ["name", "version", "source", "hooks", "components", "error", "loaded_at"],
+    "components": ["kind", "name", "plugin", "description", "options_schema"],
+}
+
+SPEC = {"name": "demo", "training": {"max_steps": 7}}
+
+
+def columns(reg: Registry, table: str) -> list[str]:
+    return [row[1] for row in reg.db.execute(f"PRAGMA table_info({table})")]
+
+
+# -- schema and migrations -----------------------------------------------------------------
+def test_schema_matches_documentation(registry_path):
+    reg = Registry(registry_path)
+    tables = {r[0] for r in reg.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == set(SCHEMA) | {"migrations"}
+    for table, cols in SCHEMA.items():
+        assert columns(reg, table) == cols, table
+    assert columns(reg, "migrations") == ["version", "applied_at"]
+    assert reg.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert reg.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert reg.schema_version() == len(MIGRATIONS) == MIGRATIONS[-1][0]
+    assert [v for v, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+
+
+def test_default_path_from_env(registry_path):
+    reg = Registry()
+    assert reg.path == registry_path
+    assert registry_path.exists()
+
+
+def test_migrations_are_idempotent(registry_path):
+    first = Registry(registry_path)
+    run_id = first.create_run(SPEC)
+    rows = list(first.db.execute("SELECT version, applied_at FROM migrations"))
+    second = Registry(registry_path)
+    assert list(second.db.execute("SELECT version, applied_at FROM migrations")) == rows
+    assert [v for v, _ in rows] == [v for v, _ in MIGRATIONS]
+    assert second.schema_version() == len(MIGRATIONS)
+    assert second.get_run(run_id)["name"] == "demo"
+
+
+RACER = textwrap.dedent("""
+    import sys, time
+    from tuneyard.core.registry import Registry
+    start = float(sys.argv[2])
+    while time.time() < start:
+        time.sleep(0.001)
+    reg = Registry(sys.argv[1])
+    print(reg.schema_version())
+""")
+
+
+def test_processes_creating_the_same_registry_at_once(tmp_path):
+    """Racing first opens of a new file all succeed and each migration is recorded once."""
+    path = tmp_path / "registry.db"
+    start = time.time() + 2.0  # all interpreters are up and importing well before this
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACER, str(path), repr(start)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+    for out, err, rc in results:
+        assert (rc, err) == (0, ""), err
+        assert out.strip() == str(len(MIGRATIONS))
+    reg = Registry(path)
+    versions = [r[0] for r in reg.db.execute("SELECT version FROM migrations ORDER BY version")]
+    assert versions == [v for v, _ in MIGRATIONS]
+    assert columns(reg, "runs") == SCHEMA["runs"]
+
+
+# -- runs ----------------------------------------------------------------------------------
+def test_create_and_get_run_by_id_prefix_and_name(registry_path):
+    reg = Registry(registry_path)
+    run_id = reg.create_run(SPEC, strategy="lora")
+    assert len(run_id) == len("20240101-120000-abcd")
+    assert run_id[8] == "-" and run_id[15] == "-"
+    run = reg.get_run(run_id)
+    assert run["id"] == run_id
+    assert run["name"] == "demo"
+    assert run["status"] == "queued"
+    assert run["spec"] == SPEC  # decoded from JSON
+    assert run["max_steps"] == 7
+    assert run["step"] == 0
+    assert run["strategy"] == "lora"
+    assert run["host"] == socket.gethostname()
+    assert reg.get_run(run_id[:17])["id"] == run_id
+    assert reg.get_run("demo")["id"] == run_id
+
+    unnamed = reg.create_run({"training": {}})
+    assert reg.get_run(unnamed)["name"] == unnamed
+    assert reg.get_run(unnamed)["max_steps"] is None
+
+    time.sleep(0.001)
+    newer = reg.create_run(SPEC)
+    assert reg.get_run("demo")["id"] == newer  # the latest run of that name
+
+
+def test_update_run_encodes_json(registry_path):
+    reg = Registry(registry_path)
+    run_id = reg.create_run(SPEC)
+    reg.update_run(run_id, status="running", plugin_versions={"model-hf": "0.1.0"}, step=3)
+    run = reg.get_run(run_id)
+    assert (run["status"], run["step"]) == ("running", 3)
+    assert run["plugin_versions"] == {"model-hf": "0.1.0"}
+
+
+def test_run_not_found_message(registry_path):
+    reg = Registry(registry_path)
+    reg.create_run(SPEC)
+    with pytest.raises(RunNotFound) as exc:
+        reg.get_run("nope")
+    assert str(exc.value) == f"no run 'nope' in {registry_path} (see: tuneyard runs list)"
+    assert isinstance(exc.value, TuneyardError)
+
+
+# -- metrics, evaluations, checkpoints, artifacts ------------------------------------------
+def test_metrics_round_trip_and_last_loss(registry_path):
+    reg = Registry(registry_path)
+    first = reg.create_run({"name": "a"})
+    time.sleep(0.001)
+    second = reg.create_run({"name": "b"})
+    reg.add_metrics(first, 1, {"loss": 2.5, "learning_rate": 1e-4})
+    reg.add_metrics(first, 2, {"loss": 2.0, "learning_rate": 5e-5})
+    reg.add_metrics(first, 3, {"loss": 1.25, "grad_norm": 0.5})
+    assert reg.metrics(first, "loss") == [(1, 2.5), (2, 2.0), (3, 1.25)]
+    assert reg.metrics(first, "learning_rate") == [(1, 1e-4), (2, 5e-5)]
+    assert reg.metrics(first, "grad_norm") == [(3, 0.5)]
+    assert reg.metrics(second, "loss") == []
+    run = reg.get_run(first)
+    assert run["step"] == 3
+    assert run["heartbeat_at"] is not None
+
+    runs = reg.list_runs()
+    assert [(r["id"], r["last_loss"]) for r in runs] == [(second, None), (first, 1.25)]
+    assert [r["id"] for r in reg.list_runs(limit=1)] == [second]
+
+
+def test_evaluation_details_on_first_row_only(registry_path):
+    reg = Registry(registry_path)
+    run_id = reg.create_run(SPEC)
+    details = [{"prompt": "define cat", "prediction": "an animal", "reference": "a small animal"}]
+    reg.add_evaluation(run_id, "final", "rouge", {"rouge1": 0.5, "rougeL": 0.25}, details)
+    reg.add_evaluation(run_id, "base", "perplexity", {"perplexity": 12})
+    rows = list(reg.db.execute(
+        "SELECT checkpoint, evaluator, metric, value, details FROM evaluations ORDER BY rowid"))
+    assert rows == [
+        ("final", "rouge", "rouge1", 0.5, json.dumps(details)),
+        ("final", "rouge", "rougeL", 0.25, None),
+        ("base", "perplexity", "perplexity", 12.0, None),
+    ]
+    assert [(e["evaluator"], e["metric"], e["value"]) for e in reg.evaluations(run_id)] == [
+        ("rouge", "rouge1", 0.5), ("rouge", "rougeL", 0.25), ("perplexity", "perplexity", 12.0)]
+
+
+def test_checkpoints_artifacts_and_system_metrics(registry_path):
+    reg = Registry(registry_path)
+    run_id = reg.create_run(SPEC)
+    reg.add_checkpoint(run_id, 20, "/runs/x/checkpoint-20")
+    reg.add_checkpoint(run_id, 10, "/runs/x/checkpoint-10")
+    assert [(c["step"], c["path"]) for c in reg.checkpoints(run_id)] == [
+        (10, "/runs/x/checkpoint-10"), (20, "/runs/x/checkpoint-20")]
+    reg.add_artifact(run_id, "adapter", "/runs/x/adapter")
+    assert [(a["kind"], a["path"]) for a in reg.artifacts(run_id)] == [("adapter", "/runs/x/adapter")]
+    reg.add_system_metrics(run_id, [{"device": "cpu", "util_pct": 50.0, "mem_bytes": 1024}])
+    assert list(reg.db.execute("SELECT device, util_pct, mem_bytes FROM system_metrics")) == [
+        ("cpu", 50.0, 1024)]
+
+
+def test_foreign_keys_are_enforced(registry_path):
+    reg = Registry(registry_path)
+    with pytest.raises(Exception, match="FOREIGN KEY"):
+        reg.add_metrics("no-such-run", 1, {"loss": 1.0})
+    assert list(reg.db.execute("SELECT count(*) FROM metrics")) == [(0,)]
+
+
+# -- reconcile -----------------------------------------------------------------------------
+def test_reconcile_marks_dead_running_run_interrupted(registry_path):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead_pid = proc.pid
+    reg = Registry(registry_path)
+    dead = reg.create_run({"name": "dead"})
+    alive = reg.create_run({"name": "alive"})
+    other_host = reg.create_run({"name": "elsewhere"}, host="some-other-host")
+    reg.update_run(dead, status="running", pid=dead_pid)
+    reg.update_run(alive, status="running", pid=subprocess.os.getpid())
+    reg.update_run(other_host, status="running", pid=dead_pid)
+
+    run = reg.get_run(dead)  # get_run reconciles
+    assert run["status"] == "interrupted"
+    assert run["error"] == f"run process {dead_pid} is gone"
+    assert run["ended_at"] is not None
+    assert reg.get_run(alive)["status"] == "running"
+    assert reg.get_run(other_host)["status"] == "running"  # not ours to judge
+
+
+# -- broken files --------------------------------------------------------------------------
+def test_corrupt_file_is_a_tuneyard_error(tmp_path):
+    path = tmp_path / "registry.db"
+    path.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(TuneyardError) as exc:
+        Registry(path)
+    assert str(exc.value) == f"{path}: cannot open registry: file is not a database"
+
+
+def test_foreign_sqlite_file_is_a_tuneyard_error(tmp_path):
+    """A SQLite file of another tool with a clashing ``runs`` table is refused, not traced."""
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE runs (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(TuneyardError) as exc:
+        Registry(path)
+    assert str(exc.value) == (
+        f'{path}: not a usable tuneyard registry: table "runs" already exists')
+
+
+# -- plugins -------------------------------------------------------------------------------
+class _Opts(BaseModel):
+    limit: int = 3
+
+
+class _Source(DatasetSource):
+    name = "rows"
+    description = "a few rows"
+    Options = _Opts
+
+
+class _Judge(Evaluator):
+    name = "judge"
+    description = "always right"
+
+
+class _Good:
+    @hookimpl
+    def register_dataset_sources(self, register):
+        register(_Source)
+
+    @hookimpl
+    def register_evaluators(self, register):
+        register(_Judge)
+
+
+class _Broken:
+    @hookimpl
+    def register_evaluators(self, register):
+        raise RuntimeError("boom")
+
+
+def test_sync_plugins_writes_plugins_and_components(registry_path):
+    plugins = Plugins()
+    plugins.register_plugin(_Good(), "good")
+    plugins.register_plugin(_Broken(), "broken")
+    plugins.collect_components()
+    reg = Registry(registry_path)
+    reg.db.execute("INSERT INTO plugins (name) VALUES ('stale')")
+    reg.sync_plugins(plugins)
+
+    rows = {r["name"]: r for r in reg.db.query("SELECT * FROM plugins")}
+    assert set(rows) == {"good", "broken"}
+    good, broken = rows["good"], rows["broken"]
+    assert (good["version"], good["source"], good["error"]) == (None, "package", None)
+    assert json.loads(good["hooks"]) == ["register_dataset_sources", "register_evaluators"]
+    assert json.loads(good["components"]) == ["dataset-source:rows", "evaluator:judge"]
+    assert json.loads(broken["hooks"]) == ["register_evaluators"]
+    assert json.loads(broken["components"]) == []
+    assert broken["error"] == "register_evaluators raised RuntimeError: boom"
+
+    comps = list(reg.db.query("SELECT * FROM components ORDER BY kind, name"))
+    assert [(c["kind"], c["name"], c["plugin"], c["description"]) for c in comps] == [
+        ("dataset-source", "rows", "good", "a few rows"),
+        ("evaluator", "judge", "good", "always right"),
+    ]
+    assert json.loads(comps[0]["options_schema"]) == _Opts.model_json_schema()
+    assert json.loads(comps[0]["options_schema"])["properties"]["limit"]["default"] == 3
+
+    # a second sync replaces, never appends
+    reg.sync_plugins(plugins)
+    assert reg.db.execute("SELECT count(*) FROM plugins").fetchone()[0] == 2
+    assert reg.db.execute("SELECT count(*) FROM components").fetchone()[0] == 2
