@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 import sqlite3
+import time
 from datetime import UTC, datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,7 +51,7 @@ class Registry:
         try:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _set_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
@@ -122,9 +123,14 @@ class Registry:
         """
         self.reconcile()
         rows = list(self.db.query("SELECT * FROM runs WHERE id = ?", [ref]))
+        if not rows and ref:
+            rows = list(self.db.query(
+                "SELECT * FROM runs WHERE substr(id, 1, ?) = ?", [len(ref), ref]))
+            if len(rows) > 1:
+                raise RunNotFound(f"run id prefix '{ref}' is ambiguous: "
+                                  f"{', '.join(r['id'] for r in rows[:5])}")
         rows = rows or list(self.db.query(
-            "SELECT * FROM runs WHERE id LIKE ? || '%' OR name = ? ORDER BY created_at DESC",
-            [ref, ref]))
+            "SELECT * FROM runs WHERE name = ? ORDER BY created_at DESC", [ref]))
         if not rows:
             raise RunNotFound(f"no run '{ref}' in {self.path} (see: tuneyard runs list)")
         return _decode_run(rows[0])
@@ -229,6 +235,20 @@ class Registry:
                  "options_schema": json.dumps(c.cls.Options.model_json_schema())}
                 for kind, items in plugins.components.items() for name, c in items.items()
             ])
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Switching can answer SQLITE_BUSY without waiting on the busy handler
+    while another process creates the same file, so retry until the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _decode_run(row: dict[str, Any]) -> dict[str, Any]:

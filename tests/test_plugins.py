@@ -74,11 +74,6 @@ class Registers:
 
 class Raises:
     @hookimpl
-    def register_dataset_sources(self, register):
-        register(Judge)  # never reached: raises first
-        raise AssertionError
-
-    @hookimpl
     def register_evaluators(self, register):
         raise RuntimeError("no evaluators today")
 
@@ -99,7 +94,7 @@ def test_raising_registration_hook_is_recorded_and_others_register(caplog):
     assert pm.infos["b-broken"].errors == [
         "register_evaluators raised RuntimeError: no evaluators today"]
     assert pm.infos["b-broken"].components == []
-    assert pm.infos["b-broken"].hooks == ["register_dataset_sources", "register_evaluators"]
+    assert pm.infos["b-broken"].hooks == ["register_evaluators"]
     assert pm.infos["a-good"].errors == []
     assert pm.infos["a-good"].components == ["dataset-source:rows"]
     assert pm.infos["c-good"].components == ["evaluator:judge"]

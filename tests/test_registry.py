@@ -4,13 +4,16 @@ reconciliation of dead runs, corrupt files and the plugins/components tables."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
+from pydantic import BaseModel
 
 from tuneyard.core.components import DatasetSource, Evaluator
 from tuneyard.core.errors import RunNotFound, TuneyardError
@@ -18,7 +21,6 @@ from tuneyard.core.hookspecs import hookimpl
 from tuneyard.core.migrations import MIGRATIONS
 from tuneyard.core.plugins import Plugins
 from tuneyard.core.registry import Registry
-from pydantic import BaseModel
 
 #: The schema documented in tuneyard.core.migrations' docstring, column for column.
 SCHEMA = {
@@ -195,7 +197,8 @@ def test_checkpoints_artifacts_and_system_metrics(registry_path):
     assert [(c["step"], c["path"]) for c in reg.checkpoints(run_id)] == [
         (10, "/runs/x/checkpoint-10"), (20, "/runs/x/checkpoint-20")]
     reg.add_artifact(run_id, "adapter", "/runs/x/adapter")
-    assert [(a["kind"], a["path"]) for a in reg.artifacts(run_id)] == [("adapter", "/runs/x/adapter")]
+    assert [(a["kind"], a["path"]) for a in reg.artifacts(run_id)] == [
+        ("adapter", "/runs/x/adapter")]
     reg.add_system_metrics(run_id, [{"device": "cpu", "util_pct": 50.0, "mem_bytes": 1024}])
     assert list(reg.db.execute("SELECT device, util_pct, mem_bytes FROM system_metrics")) == [
         ("cpu", 50.0, 1024)]
@@ -203,7 +206,7 @@ def test_checkpoints_artifacts_and_system_metrics(registry_path):
 
 def test_foreign_keys_are_enforced(registry_path):
     reg = Registry(registry_path)
-    with pytest.raises(Exception, match="FOREIGN KEY"):
+    with pytest.raises(sqlite3.IntegrityError, match="^FOREIGN KEY constraint failed$"):
         reg.add_metrics("no-such-run", 1, {"loss": 1.0})
     assert list(reg.db.execute("SELECT count(*) FROM metrics")) == [(0,)]
 
@@ -218,7 +221,7 @@ def test_reconcile_marks_dead_running_run_interrupted(registry_path):
     alive = reg.create_run({"name": "alive"})
     other_host = reg.create_run({"name": "elsewhere"}, host="some-other-host")
     reg.update_run(dead, status="running", pid=dead_pid)
-    reg.update_run(alive, status="running", pid=subprocess.os.getpid())
+    reg.update_run(alive, status="running", pid=os.getpid())
     reg.update_run(other_host, status="running", pid=dead_pid)
 
     run = reg.get_run(dead)  # get_run reconciles
@@ -240,8 +243,6 @@ def test_corrupt_file_is_a_tuneyard_error(tmp_path):
 
 def test_foreign_sqlite_file_is_a_tuneyard_error(tmp_path):
     """A SQLite file of another tool with a clashing ``runs`` table is refused, not traced."""
-    import sqlite3
-
     path = tmp_path / "other.db"
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE runs (x)")
