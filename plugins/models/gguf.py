@@ -31,7 +31,7 @@ from tuneyard.core.components import ModelProvider, Task
 from tuneyard.core.errors import TuneyardError
 from tuneyard.core.hookspecs import hookimpl
 from tuneyard.core.paths import resolve_path
-from tuneyard.plugins.models.hf import load_pretrained
+from tuneyard.core.models import load_pretrained
 
 if TYPE_CHECKING:
     import torch

@@ -1,10 +1,6 @@
 """Model provider ``hf``: a transformers model from a local folder or the local HF cache.
 
-Nothing is ever downloaded: a hub id is loaded only when it is already in the local Hugging Face
-cache (``HF_HOME``, default ``~/.cache/huggingface``), with ``local_files_only=True``.
-
-The helpers :func:`locate`, :func:`load_pretrained` and :func:`ensure_pad_token` are shared
-with the ``gguf`` and ``scratch`` providers of this package.
+Nothing is ever downloaded (see :mod:`tuneyard.core.models`).
 """
 
 from __future__ import annotations
@@ -15,133 +11,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneyard.core.components import ModelProvider, Task
-from tuneyard.core.errors import TuneyardError
 from tuneyard.core.hookspecs import hookimpl
-from tuneyard.core.paths import resolve_path
+from tuneyard.core.models import load_pretrained, locate, looks_like_path
 
 if TYPE_CHECKING:
     import torch
-
-#: transformers auto class per task.
-AUTO_CLASSES = {"causal-lm": "AutoModelForCausalLM", "masked-lm": "AutoModelForMaskedLM"}
-
-
-def locate(value: str, field: str, revision: str | None = None) -> str:
-    """Find ``value`` offline: a folder (plain or ``package:`` path) or a cached hub id.
-
-    A value that exists on disk is a folder. A ``package:`` path, an absolute or ``~``/``.``
-    path, or anything that is not a valid hub id must be an existing folder. Otherwise it is
-    a hub id (``org/name``) that must already hold a ``config.json`` or ``tokenizer_config.json``
-    in the local HF cache (checked with ``huggingface_hub.try_to_load_from_cache``).
-
-    Args:
-        value: what the user wrote.
-        field: the spec key that holds it, named in errors (e.g. ``model.options.path``).
-        revision: hub revision (branch, tag or commit) for a hub id; ``None`` = ``main``.
-
-    Returns:
-        The folder as a string, or the hub id unchanged.
-
-    Raises:
-        TuneyardError: the folder does not exist, the package is not installed, or the id is
-            not in the local HF cache.
-    """
-    path = resolve_path(value, field)
-    if path.exists():
-        if not path.is_dir():
-            raise TuneyardError(f"{field}: '{path}' is a file, not a model folder")
-        return str(path)
-    if _looks_like_path(value):
-        raise TuneyardError(f"{field}: folder '{path}' does not exist")
-    from huggingface_hub import try_to_load_from_cache
-
-    for filename in ("config.json", "tokenizer_config.json"):
-        if isinstance(try_to_load_from_cache(value, filename, revision=revision), str):
-            return value
-    raise TuneyardError(
-        f"{field}: '{value}' is neither an existing folder nor a model in the local HF cache "
-        "(tuneyard works offline and never downloads; give a folder, or fetch it once with "
-        f"`hf download {value}`)"
-    )
-
-
-def _looks_like_path(value: str) -> bool:
-    """Whether ``value`` can only be a filesystem path (not a hub id like ``org/name``)."""
-    if value.startswith(("package:", "/", "~", ".")) or "\\" in value or value.count("/") > 1:
-        return True
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(value)
-    except HFValidationError:
-        return True
-    return False
-
-
-def ensure_pad_token(tokenizer: Any) -> Any:
-    """Give ``tokenizer`` a pad token: its own, else its EOS token (pad == eos then).
-
-    With pad == eos the data pipeline must build labels from the attention mask, not from
-    ``input_ids == pad_token_id``, so the real EOS label is kept (a known trap; see DESIGN.md).
-
-    Raises:
-        TuneyardError: the tokenizer has neither a pad nor an EOS token.
-    """
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise TuneyardError(
-                f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token"
-            )
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_pretrained(
-    source: str, *, task: Task, dtype: torch.dtype, field: str, revision: str | None = None,
-    trust_remote_code: bool = False,
-) -> tuple[Any, Any]:
-    """Load model and tokenizer from a folder or cached hub id, offline, on CPU.
-
-    Args:
-        source: a folder or hub id, as returned by :func:`locate`.
-        task: ``causal-lm`` (``AutoModelForCausalLM``) or ``masked-lm``
-            (``AutoModelForMaskedLM``).
-        dtype: parameter dtype, e.g. ``torch.float32``.
-        field: the spec key named in errors.
-        revision: hub revision; ignored for folders.
-        trust_remote_code: allow the model's own Python code (``auto_map``) to run.
-
-    Returns:
-        ``(model, tokenizer)``; the tokenizer has a pad token (see :func:`ensure_pad_token`).
-
-    Raises:
-        TuneyardError: the folder has no ``config.json`` or no loadable weights/tokenizer, or
-            the architecture has no head for ``task``.
-    """
-    import transformers
-
-    if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
-        raise TuneyardError(
-            f"{field}: folder '{source}' has no config.json (not a transformers model folder)"
-        )
-    auto = getattr(transformers, AUTO_CLASSES[task])
-    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code,
-              "local_files_only": True}
-    try:
-        model = auto.from_pretrained(source, dtype=dtype, **kwargs)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
-    except ValueError as exc:
-        if "Unrecognized configuration class" not in str(exc):
-            raise TuneyardError(f"{field}: cannot load '{source}': {exc}") from exc
-        kind = transformers.AutoConfig.from_pretrained(source, **kwargs).model_type
-        raise TuneyardError(
-            f"{field}: '{source}' is a {kind} model, which has no {task} head "
-            f"({AUTO_CLASSES[task]}); choose a {task} model or a strategy for this one"
-        ) from None
-    except OSError as exc:  # missing config.json / weights / tokenizer files
-        raise TuneyardError(f"{field}: cannot load '{source}': {exc}") from exc
-    return model, ensure_pad_token(tokenizer)
-
 
 class HFOptions(BaseModel):
     """Options of the ``hf`` model provider."""
@@ -193,7 +67,7 @@ class HFModel(ModelProvider):
         path = self.options.path
         if path.startswith("package:"):
             return path[len("package:"):].rstrip("/")
-        if _looks_like_path(path) or Path(path).expanduser().exists():
+        if looks_like_path(path) or Path(path).expanduser().exists():
             return Path(path).expanduser().resolve().name
         return path
 

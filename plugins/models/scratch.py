@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tuneyard.core.components import ModelProvider, Task
 from tuneyard.core.errors import TuneyardError
 from tuneyard.core.hookspecs import hookimpl
-from tuneyard.plugins.models.hf import ensure_pad_token, locate
+from tuneyard.core.models import ensure_pad_token, locate
 
 if TYPE_CHECKING:
     import torch
