@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
@@ -67,8 +68,10 @@ def cli(ctx: click.Context, registry: str | None, debug: bool) -> None:
       tuneyard runs list
     """
     ctx.obj = {"registry": registry, "debug": debug}
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_time=False, show_path=debug)],
+    )
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
 
