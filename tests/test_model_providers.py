@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from pathlib import Path
 
 import pytest
@@ -134,7 +133,7 @@ def test_scratch_llama_config_and_vocab(tiny_model_dir):
     assert model.config.vocab_size == len(tokenizer) == model.get_input_embeddings().num_embeddings
     assert model.config.pad_token_id == tokenizer.pad_token_id == tokenizer.eos_token_id
     assert model.config.bos_token_id == tokenizer.bos_token_id
-    assert model.config.num_key_value_heads == 4  # default kept
+    assert model.config.num_key_value_heads == 4  # defaults to num_attention_heads
     assert scratch.model_id() == "scratch-llama-2x32"
 
 
@@ -233,8 +232,35 @@ def test_gguf_cache_dir_default_follows_env(tmp_path, monkeypatch):
     folder = provider(GGUFModel, path=str(path)).cached_folder()
     assert folder.parent == tmp_path / "root" / "gguf"
     assert folder.name.startswith("m-") and len(folder.name) == len("m-") + 12
-    os.utime(path, ns=(0, 0))  # a changed file gets a new cache entry
+    copy = tmp_path / "copy" / "m.gguf"  # the same content elsewhere shares the conversion
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    assert provider(GGUFModel, path=str(copy)).cached_folder() == folder
+    path.write_bytes(b"GGUF v2")  # changed content gets a new cache entry
     assert provider(GGUFModel, path=str(path)).cached_folder() != folder
+
+
+def test_gguf_rejects_a_file_that_is_not_gguf(tmp_path):
+    path = tmp_path / "model.gguf"
+    path.write_text("not a model")
+    with pytest.raises(TuneyardError) as err:
+        provider(GGUFModel, path=str(path)).cached_folder()
+    assert str(err.value) == f"model.options.path: '{path}' is not a GGUF file"
+
+
+def test_scratch_checks_head_shapes(tiny_model_dir):
+    bad_kv = {**SMALL, "num_attention_heads": 2, "num_key_value_heads": 4}
+    with pytest.raises(TuneyardError) as err:
+        provider(ScratchModel, tokenizer=str(tiny_model_dir), config=bad_kv).load(
+            task="causal-lm", dtype=torch.float32)
+    assert str(err.value) == ("model.options.config.num_key_value_heads: 4 does not divide "
+                              "num_attention_heads 2")
+    with pytest.raises(TuneyardError) as err:
+        provider(ScratchModel, tokenizer=str(tiny_model_dir),
+                 config={**SMALL, "num_attention_heads": 5}).load(
+            task="causal-lm", dtype=torch.float32)
+    assert str(err.value) == ("model.options.config.num_attention_heads: 5 does not divide "
+                              "hidden_size 32")
 
 
 class FakeGGUF:

@@ -33,14 +33,29 @@ ARCHITECTURES = {
 #: shape with a SwiGLU FFN of 3H (LLaMA, Touvron et al. 2023, uses ~8/3 H) and tied embeddings.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "llama": {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
-              "num_attention_heads": 4, "num_key_value_heads": 4,
-              "max_position_embeddings": 512, "tie_word_embeddings": True},
+              "num_attention_heads": 4, "max_position_embeddings": 512, "tie_word_embeddings": True},
     "bert": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4,
              "num_attention_heads": 4, "max_position_embeddings": 512},
 }
 
 #: Config keys taken from the tokenizer; setting them in ``options.config`` is an error.
 FROM_TOKENIZER = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
+
+
+def _check_shape(config: dict[str, Any]) -> None:
+    """Attention heads must split the hidden size, and key/value heads the attention heads.
+
+    Raises:
+        TuneyardError: naming the ``model.options.config`` key to change.
+    """
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    kv = config.get("num_key_value_heads") or heads
+    if hidden % heads:
+        raise TuneyardError(f"model.options.config.num_attention_heads: {heads} does not divide "
+                            f"hidden_size {hidden}")
+    if heads % kv:
+        raise TuneyardError(f"model.options.config.num_key_value_heads: {kv} does not divide "
+                            f"num_attention_heads {heads}")
 
 
 class ScratchOptions(BaseModel):
@@ -55,8 +70,8 @@ class ScratchOptions(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict, description=(
         "transformers config keys overriding the defaults: hidden_size 256, "
         "num_hidden_layers 4, num_attention_heads 4, max_position_embeddings 512 (tokens), "
-        "intermediate_size 768 (llama) / 1024 (bert); llama also num_key_value_heads 4 and "
-        "tie_word_embeddings true. vocab_size and the pad/bos/eos ids come from the tokenizer."
+        "intermediate_size 768 (llama) / 1024 (bert); llama also tie_word_embeddings true "
+        "(num_key_value_heads defaults to num_attention_heads). vocab_size and the pad/bos/eos ids come from the tokenizer."
     ))
     tokenizer: str = Field(description=(
         "Tokenizer folder, 'package:NAME/sub/folder', or a hub id already in the local HF "
@@ -95,6 +110,7 @@ class ScratchModel(ModelProvider):
         kwargs = {**DEFAULTS[arch], **self.options.config}
         _check_keys(self.options.config, config_cls(), arch)
 
+        _check_shape(kwargs)
         tokenizer = self.load_tokenizer(task)
         config = config_cls(
             **kwargs, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
