@@ -96,7 +96,7 @@ def run(spec_path: str, overrides: tuple[str, ...], detach: bool) -> None:
     from tuneyard.core.spec import load_spec
 
     spec = load_spec(spec_path, list(overrides))
-    compose(spec, get_plugins(), spec_path, Path(spec_path).read_text(encoding="utf-8"))
+    compose(spec, get_plugins())
     registry = open_registry()
     run_id, out = create_run(spec, registry)
     if detach:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneyard.core.components import DatasetSource, Evaluator, ModelProvider, TrainingStrategy
-from tuneyard.core.errors import SpecError
+from tuneyard.core.errors import PluginError, SpecError
 from tuneyard.core.plugins import Plugins
 from tuneyard.core.registry import Registry
 from tuneyard.core.spec import RunSpec, validate_options
@@ -34,8 +34,7 @@ class Composition:
     device: str
 
 
-def compose(spec: RunSpec, plugins: Plugins, source: str = "spec", text: str | None = None
-            ) -> Composition:
+def compose(spec: RunSpec, plugins: Plugins) -> Composition:
     """Resolve and instantiate the components of ``spec``.
 
     Raises:
@@ -44,29 +43,34 @@ def compose(spec: RunSpec, plugins: Plugins, source: str = "spec", text: str | N
             strategy cannot train on, or a precision the device does not support.
     """
     plugin_of: dict[str, str] = {}
+    origin = spec._origin
 
-    def make(kind: str, name: str, options: dict[str, Any], prefix: str) -> Any:
-        info = plugins.get(kind, name)
+    def make(kind: str, name: str, options: dict[str, Any], key: str) -> Any:
+        try:
+            info = plugins.get(kind, name)
+        except PluginError as exc:
+            raise PluginError(f"{origin.where(key)}: {key}: {exc}") from None
         plugin_of[f"{kind}:{name}"] = info.plugin
-        return info.cls(validate_options(info.cls.Options, options, prefix, source, text))
+        prefix = key.rpartition(".")[0] + ".options"
+        return info.cls(validate_options(info.cls.Options, options, prefix, origin))
 
-    src = make("dataset-source", spec.dataset.source, spec.dataset.options, "dataset.options")
-    provider = make("model-provider", spec.model.provider, spec.model.options, "model.options")
-    strategy = make("strategy", spec.strategy.name, spec.strategy.options, "strategy.options")
+    src = make("dataset-source", spec.dataset.source, spec.dataset.options, "dataset.source")
+    provider = make("model-provider", spec.model.provider, spec.model.options, "model.provider")
+    strategy = make("strategy", spec.strategy.name, spec.strategy.options, "strategy.name")
     evaluators = [
-        make("evaluator", e.name, e.options, f"evaluators.{i}.options")
+        make("evaluator", e.name, e.options, f"evaluators.{i}.name")
         for i, e in enumerate(spec.evaluators)
     ]
     if strategy.formats and spec.dataset.format not in strategy.formats:
         raise SpecError(
-            f"{source}: dataset.format: strategy '{strategy.name}' trains on format "
-            f"{' or '.join(strategy.formats)}, not '{spec.dataset.format}'"
+            f"{origin.where('dataset.format')}: dataset.format: strategy '{strategy.name}' "
+            f"trains on format {' or '.join(strategy.formats)}, not '{spec.dataset.format}'"
         )
-    device = check_device(spec, source)
+    device = check_device(spec)
     return Composition(spec, src, provider, strategy, evaluators, plugin_of, device)
 
 
-def check_device(spec: RunSpec, source: str = "spec") -> str:
+def check_device(spec: RunSpec) -> str:
     """The device a run will use (``cpu``/``cuda``), after checking precision against it.
 
     Raises:
@@ -75,17 +79,18 @@ def check_device(spec: RunSpec, source: str = "spec") -> str:
     """
     import torch
 
-    t = spec.training
+    t, where = spec.training, spec._origin.where
     cuda = torch.cuda.is_available()
     if t.device == "cuda" and not cuda:
-        raise SpecError(f"{source}: training.device: cuda requested but no CUDA device is "
-                        "available (use auto or cpu)")
+        raise SpecError(f"{where('training.device')}: training.device: cuda requested but no "
+                        "CUDA device is available (use auto or cpu)")
     device = "cuda" if t.device == "cuda" or (t.device == "auto" and cuda) else "cpu"
     if t.precision == "fp16" and device != "cuda":
-        raise SpecError(f"{source}: training.precision: fp16 needs a CUDA GPU; on CPU use "
-                        "fp32 or bf16")
+        raise SpecError(f"{where('training.precision')}: training.precision: fp16 needs a CUDA "
+                        "GPU; on CPU use fp32 or bf16")
     if t.precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
-        raise SpecError(f"{source}: training.precision: this GPU has no bf16; use fp16 or fp32")
+        raise SpecError(f"{where('training.precision')}: training.precision: this GPU has no "
+                        "bf16; use fp16 or fp32")
     return device
 
 

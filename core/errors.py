@@ -37,5 +37,5 @@ def unknown_name(kind: str, name: str, valid: list[str]) -> str:
     "unknown strategy 'lroa'; did you mean 'lora'? (valid: full, lora)"
     """
     close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ";"
+    hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"unknown {kind} '{name}'{hint} (valid: {', '.join(sorted(valid)) or 'none'})"

@@ -73,8 +73,15 @@ class Plugins:
 
     # -- loading ---------------------------------------------------------------------------
     def load_entry_points(self) -> None:
-        """Import and register every entry point of group ``tuneyard``, built-ins included."""
-        for ep in sorted(importlib.metadata.entry_points(group=GROUP), key=lambda e: e.name):
+        """Import and register every entry point of group ``tuneyard``, built-ins included.
+
+        Built-ins load first, so a third-party component reusing a built-in name is the one
+        reported as a duplicate and skipped.
+        """
+        def order(ep: importlib.metadata.EntryPoint) -> tuple[bool, str]:
+            return (not (ep.dist and ep.dist.name == "tuneyard"), ep.name)
+
+        for ep in sorted(importlib.metadata.entry_points(group=GROUP), key=order):
             dist = ep.dist.name if ep.dist else None
             info = PluginInfo(
                 name=ep.name,

@@ -109,14 +109,20 @@ def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
         n_eval = min(n_eval, spec.dataset.eval_limit)
     eval_examples = [examples[i] for i in order[:n_eval]]
     train_examples = [examples[i] for i in order[n_eval:]]
+    if not train_examples:
+        raise DataError(f"dataset.eval_split: {spec.dataset.eval_split} holds out {n_eval} of "
+                        f"{len(examples)} rows and leaves none to train on")
     max_len = spec.training.max_seq_len
     train_rows, dropped = tokenize_all(train_examples, tokenizer, max_len)
     eval_rows, _ = tokenize_all(eval_examples, tokenizer, max_len)
+    if not train_rows:
+        raise DataError(f"training.max_seq_len: {max_len} tokens cut off the answer of every "
+                        "training row; raise it")
     if comp.strategy.pack:
         train_rows = pack(train_rows, max_len)
-    if not train_rows:
-        raise DataError(f"dataset: no training rows left (training.max_seq_len={max_len}; "
-                        "packing needs at least one full block of text)")
+        if not train_rows:
+            raise DataError(f"training.max_seq_len: the training text holds fewer than "
+                            f"{max_len} tokens, not one packed block; lower it or add text")
     digest = hashlib.sha256(json.dumps(
         [rows._fingerprint, spec.dataset.model_dump(mode="json"), spec.training.seed],
         sort_keys=True).encode())
@@ -179,6 +185,7 @@ def execute(registry: Registry, run_id: str, progress: Progress | None = None) -
     run = registry.get_run(run_id)
     registry.update_run(run_id, status="running", pid=os.getpid(), started_at=now(),
                         heartbeat_at=now(), plugin_versions=plugins.versions())
+    registry.sync_plugins(plugins)
     status, error = "failed", None
     try:
         _train(registry, plugins, run, progress)
@@ -217,6 +224,7 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], progress: 
         run_id, dataset_fingerprint=data.fingerprint, train_rows=len(data.train_rows),
         eval_rows=len(data.eval_rows), base_model=comp.provider.model_id(), device=comp.device,
     )
+    set_seed(t.seed)  # adapter init must not depend on what loading the model consumed
     model = guarded(comp.strategy, comp.plugin_of, "prepare the model", comp.strategy.prepare,
                     model)
     model.to(comp.device)
@@ -349,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        execute(Registry(a.registry), a.run_id)
+        status = execute(Registry(a.registry), a.run_id)
+        log.info("run %s %s", a.run_id, status)
     except TuneyardError as exc:
         log.error("%s", exc)
         return 2

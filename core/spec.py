@@ -7,11 +7,12 @@ for a YAML file, its line.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from tuneyard.core.errors import SpecError
 
@@ -92,8 +93,35 @@ class TrainingSpec(_Strict):
     eval_batch_size: int = Field(8, gt=0)
 
 
+@dataclass
+class SpecOrigin:
+    """Where a spec came from, to point errors at the right place.
+
+    Attributes:
+        path: the YAML file (or ``spec`` for a dict built in code).
+        text: the file's text, to find a key's line.
+        overrides: the ``--set KEY=VALUE`` items applied on top.
+    """
+
+    path: str = "spec"
+    text: str | None = None
+    overrides: list[str] = field(default_factory=list)
+
+    def where(self, dotted: str) -> str:
+        """``--set ITEM`` when an override set ``dotted`` (or a parent or child of it), else
+        ``FILE:LINE`` of the key in the YAML, else ``FILE``."""
+        for item in reversed(self.overrides):
+            key = item.partition("=")[0]
+            if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
+                return f"--set {item}"
+        line = _line_of(self.text, dotted.split(".")) if self.text else None
+        return f"{self.path}:{line}" if line else self.path
+
+
 class RunSpec(_Strict):
     """A whole run. See ``examples/`` for complete specs."""
+
+    _origin: SpecOrigin = PrivateAttr(default_factory=SpecOrigin)
 
     name: str | None = None
     dataset: DatasetSpec
@@ -126,7 +154,7 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> RunSpec:
         raise SpecError(f"{path}: a run spec is a mapping with keys dataset, model, strategy")
     for item in overrides:
         apply_override(data, item)
-    return validate_spec(data, source=str(path), text=text)
+    return validate_spec(data, SpecOrigin(str(path), text, list(overrides)))
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -144,20 +172,28 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise SpecError(f"--set {item!r}: '{part}' is not a mapping")
-    node[parts[-1]] = yaml.safe_load(raw)
-
-
-def validate_spec(data: dict[str, Any], source: str = "spec", text: str | None = None) -> RunSpec:
-    """Validate a spec dict; see :func:`load_spec` for the errors."""
     try:
-        return RunSpec.model_validate(data)
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"--set {item!r}: invalid YAML value: "
+                        f"{getattr(exc, 'problem', None) or exc}") from None
+
+
+def validate_spec(data: dict[str, Any], origin: SpecOrigin | None = None) -> RunSpec:
+    """Validate a spec dict; see :func:`load_spec` for the errors. The spec remembers
+    ``origin`` so later errors (component options) point at the same file and overrides."""
+    origin = origin or SpecOrigin()
+    try:
+        spec = RunSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(format_validation_error(exc, source, text)) from None
+        raise SpecError(format_validation_error(exc, origin)) from None
+    spec._origin = origin
+    return spec
 
 
 def validate_options(
-    model: type[BaseModel], options: dict[str, Any], prefix: str, source: str = "spec",
-    text: str | None = None,
+    model: type[BaseModel], options: dict[str, Any], prefix: str,
+    origin: SpecOrigin | None = None,
 ) -> BaseModel:
     """Validate a component's ``options`` with its ``Options`` model.
 
@@ -167,19 +203,17 @@ def validate_options(
     try:
         return model.model_validate(options)
     except ValidationError as exc:
-        raise SpecError(format_validation_error(exc, source, text, prefix)) from None
+        raise SpecError(format_validation_error(exc, origin or SpecOrigin(), prefix)) from None
 
 
-def format_validation_error(
-    exc: ValidationError, source: str, text: str | None = None, prefix: str = ""
-) -> str:
-    """One line per pydantic error: ``file:line: dotted.key: message``."""
+def format_validation_error(exc: ValidationError, origin: SpecOrigin, prefix: str = "") -> str:
+    """One line per pydantic error: ``file:line: dotted.key: message`` (or ``--set ITEM: …``
+    for a key that came from an override)."""
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         dotted = ".".join(([prefix] if prefix else []) + loc)
-        line = _line_of(text, dotted.split(".")) if text else None
-        where = f"{source}:{line}" if line else source
+        where = origin.where(dotted)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

@@ -43,8 +43,13 @@ def check_fails(reg: Path, args: list[str], message: str, run_created: bool) -> 
 def test_unknown_component_suggests_the_closest(setup):
     reg, spec = setup
     check_fails(reg, ["run", str(spec), "--set", "strategy.name=lroa"],
-                "unknown strategy 'lroa'; did you mean 'lora'? (valid: full, lora, pretrain-clm)",
-                run_created=False)
+                "--set strategy.name=lroa: strategy.name: unknown strategy 'lroa'; did you mean "
+                "'lora'? (valid: full, lora, pretrain-clm)", run_created=False)
+    line = next(i for i, t in enumerate(spec.read_text().splitlines(), 1) if "perplexity" in t)
+    spec.write_text(spec.read_text().replace("perplexity", "perplexty"))
+    check_fails(reg, ["run", str(spec)],
+                f"{spec}:{line}: evaluators.0.name: unknown evaluator 'perplexty'; did you mean "
+                "'perplexity'? (valid: exact-match, perplexity, rouge)", run_created=False)
 
 
 def test_option_of_wrong_type_names_the_key_and_line(setup):
@@ -83,7 +88,8 @@ def test_missing_column_lists_the_columns_present(setup):
 def test_fp16_on_cpu_is_refused_before_anything_loads(setup):
     reg, spec = setup
     check_fails(reg, ["run", str(spec), "--set", "training.precision=fp16"],
-                f"{spec}: training.precision: fp16 needs a CUDA GPU; on CPU use fp32 or bf16",
+                "--set training.precision=fp16: training.precision: fp16 needs a CUDA GPU; on CPU "
+                "use fp32 or bf16",
                 run_created=False)
 
 

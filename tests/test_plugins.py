@@ -174,7 +174,7 @@ def test_get_unknown_name_suggests_and_lists_valid():
     assert isinstance(exc.value, TuneyardError)
     with pytest.raises(PluginError) as exc:
         pm.get("model-provider", "hf")
-    assert str(exc.value) == "unknown model-provider 'hf'; (valid: none)"
+    assert str(exc.value) == "unknown model-provider 'hf' (valid: none)"
 
 
 # -- lifecycle hooks -----------------------------------------------------------------------
@@ -218,9 +218,9 @@ def test_fire_without_implementations_is_a_no_op():
 
 # -- entry points --------------------------------------------------------------------------
 class FakeEntryPoint:
-    def __init__(self, name, target=None, error=None):
+    def __init__(self, name, target=None, error=None, dist="tuneyard-extra"):
         self.name, self.target, self.error = name, target, error
-        self.dist = SimpleNamespace(name="tuneyard-extra", version="9.9")
+        self.dist = SimpleNamespace(name=dist, version="9.9")
 
     def load(self):
         if self.error:
@@ -252,6 +252,23 @@ def test_entry_point_that_fails_to_import_is_isolated(monkeypatch, caplog):
     assert pm.infos["good"].components == ["dataset-source:rows"]
     assert pm.versions() == {"good": "9.9"}
     assert "plugin broken failed to load: No module named 'missing_dep'" in caplog.text
+
+
+def test_builtin_wins_a_name_clash_with_a_third_party_plugin(monkeypatch):
+    """Built-ins load first whatever their entry-point names, so a third-party package cannot
+    silently replace a built-in component."""
+    def plugin():
+        return SimpleNamespace(register_dataset_sources=hookimpl(lambda register: register(Rows)))
+
+    eps = [FakeEntryPoint("a-third-party", target=plugin()),
+           FakeEntryPoint("z-builtin", target=plugin(), dist="tuneyard")]
+    monkeypatch.setattr(plugins_mod.importlib.metadata, "entry_points", lambda group: eps)
+    pm = Plugins()
+    pm.load_entry_points()
+    pm.collect_components()
+    assert pm.components["dataset-source"]["rows"].plugin == "z-builtin"
+    assert pm.infos["a-third-party"].errors == [
+        "dataset-source name 'rows' is already registered by plugin 'z-builtin'"]
 
 
 def pyproject() -> dict:

@@ -10,7 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneyard.core.errors import SpecError, TuneyardError
-from tuneyard.core.spec import RunSpec, apply_override, load_spec, validate_options, validate_spec
+from tuneyard.core.spec import (RunSpec, SpecOrigin, apply_override, load_spec,
+                                validate_options, validate_spec)
 
 VALID = """\
 name: demo
@@ -177,7 +178,18 @@ def test_bad_override(tmp_path, item, message):
 def test_override_with_invalid_value_is_validated(tmp_path):
     path = write(tmp_path, VALID)
     assert spec_error(path, ["training.precision=fp8"]) == (
-        f"{path}:14: training.precision: Input should be 'fp32', 'bf16' or 'fp16'")
+        "--set training.precision=fp8: training.precision: Input should be 'fp32', 'bf16' "
+        "or 'fp16'")
+
+
+def test_override_errors_name_the_override_not_a_file_line(tmp_path):
+    path = write(tmp_path, VALID)
+    assert spec_error(path, ["training.max_stps=3"]) == (
+        "--set training.max_stps=3: training.max_stps: unknown key")
+    assert spec_error(path, ["training={max_steps: 0}"]) == (
+        "--set training={max_steps: 0}: training.max_steps: Input should be greater than 0")
+    assert spec_error(path, ["evaluators=[{name: "]).startswith(
+        "--set 'evaluators=[{name: ': invalid YAML value: ")
 
 
 def test_validate_spec_without_text_has_no_line():
@@ -199,7 +211,7 @@ def test_validate_options_names_dotted_key_and_line(tmp_path):
     spec = validate_spec(yaml.safe_load(text))
     with pytest.raises(SpecError) as exc:
         validate_options(LoraOptions, spec.strategy.options, "strategy.options",
-                         source="spec.yaml", text=text)
+                         SpecOrigin("spec.yaml", text))
     assert str(exc.value).splitlines() == [
         "spec.yaml:14: strategy.options.r: "
         "Input should be a valid integer, unable to parse string as an integer",
