@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -38,16 +39,16 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except TuneyardError as exc:
             if ctx.obj.get("debug"):
-                raise
+                traceback.print_exc()
             err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False,
                               soft_wrap=True)
             sys.exit(2)
         except Exception as exc:
             if ctx.obj.get("debug"):
-                raise
-            err_console.print(f"[bold red]Failed:[/] {escape(f'{type(exc).__name__}: {exc}')}\n"
-                              "(run with --debug for the traceback)", highlight=False,
-                              soft_wrap=True)
+                traceback.print_exc()
+            hint = "" if ctx.obj.get("debug") else "\n(run with --debug for the traceback)"
+            err_console.print(f"[bold red]Failed:[/] {escape(f'{type(exc).__name__}: {exc}')}"
+                              f"{hint}", highlight=False, soft_wrap=True)
             sys.exit(1)
 
     return wrapper
@@ -76,10 +77,13 @@ def cli(ctx: click.Context, registry: str | None, debug: bool) -> None:
         click.echo(ctx.get_help())
 
 
-def open_registry() -> Any:
+def open_registry(create: bool = False) -> Any:
+    """The registry chosen by ``--registry``/``TUNEYARD_REGISTRY`` (default ``./registry.db``).
+    Only ``create=True`` (``tuneyard run``) makes a new file; reading commands refuse a path
+    that does not exist, so a typo in it is not silently a new, empty registry."""
     from tuneyard.core.registry import Registry
 
-    return Registry(click.get_current_context().obj.get("registry"))
+    return Registry(click.get_current_context().obj.get("registry"), create=create)
 
 
 # -- run / eval ----------------------------------------------------------------------------
@@ -97,7 +101,7 @@ def run(spec_path: str, overrides: tuple[str, ...], detach: bool) -> None:
 
     spec = load_spec(spec_path, list(overrides))
     compose(spec, get_plugins())
-    registry = open_registry()
+    registry = open_registry(create=True)
     run_id, out = create_run(spec, registry)
     if detach:
         pid = launch_detached(run_id, registry, out)
@@ -130,13 +134,14 @@ class RichProgress:
     """A rich progress bar for a foreground run: step/max, loss, tokens/s, ETA."""
 
     def __init__(self, total: int | None) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 
+        steps = [BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
         self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), console=err_console, transient=False,
+            SpinnerColumn(), TextColumn("{task.description}"),
+            *(steps if total else [TimeElapsedColumn()]), console=err_console, transient=False,
         )
         self.task = self.bar.add_task("starting", total=total, info="")
 
@@ -164,22 +169,25 @@ def runs() -> None:
 
 @runs.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Show at most this many runs.")
 @handle_errors
 def runs_list(as_json: bool, limit: int) -> None:
-    """Runs, newest first."""
+    """Runs, newest first (the latest 50 unless --limit)."""
     rows = open_registry().list_runs(limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    table = Table("name", "status", "model", "strategy", "dataset", "step", "loss", "created")
-    table.add_column("id", no_wrap=True, min_width=20)
+    # the id starts with the creation time (UTC), so no separate column for it
+    table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold")
+    table.add_column("id (created UTC)", no_wrap=True, min_width=20)
+    table.add_column("name", overflow="ellipsis", max_width=30)
+    for col in ("status", "strategy", "step", "loss"):
+        table.add_column(col, no_wrap=True)
     for r in rows:
         loss = f"{r['last_loss']:.4f}" if r["last_loss"] is not None else ""
-        table.add_row(r["name"], _status(r["status"]), r["base_model"] or "",
-                      r["strategy"] or "", r["dataset_source"] or "",
-                      f"{r['step']}/{r['max_steps']}", loss,
-                      (r["created_at"] or "")[:16].replace("T", " "), r["id"])
+        table.add_row(r["id"], r["name"], _status(r["status"]), r["strategy"] or "",
+                      f"{r['step']}/{r['max_steps']}", loss)
     console.print(table)
 
 
@@ -218,6 +226,10 @@ def show_run(registry: Any, run_id: str) -> None:
     if loss:
         head.add_row("[bold]loss[/]", f"{loss[0][1]:.4f} (step {loss[0][0]}) → "
                                       f"{loss[-1][1]:.4f} (step {loss[-1][0]})")
+    for c in registry.checkpoints(run_id):
+        head.add_row("[bold]checkpoint[/]", f"step {c['step']}: {c['path']}")
+    for a in registry.artifacts(run_id):
+        head.add_row("[bold]artifact[/]", f"{a['kind']}: {a['path']}")
     console.print(head)
     latest: dict[tuple[str, str], dict[str, float]] = {}
     for e in registry.evaluations(run_id):
@@ -249,19 +261,26 @@ def plugins_list(as_json: bool) -> None:
     from tuneyard.core.plugins import get_plugins
 
     p = get_plugins()
-    open_registry().sync_plugins(p)
+    try:
+        open_registry().sync_plugins(p)
+    except TuneyardError:
+        pass  # no registry yet: the first run records the plugins
     if as_json:
-        click.echo(json.dumps([vars(i) for i in p.infos.values()], indent=2))
+        options = {f"{kind}:{name}": c.cls.Options.model_json_schema()
+                   for kind, items in p.components.items() for name, c in items.items()}
+        click.echo(json.dumps([{**vars(i), "options": {c: options[c] for c in i.components}}
+                               for i in p.infos.values()], indent=2))
         return
     table = Table("plugin", "version", "source", "components", "hooks", "error")
     for i in p.infos.values():
         table.add_row(i.name, i.version or "", i.source, "\n".join(i.components),
                       "\n".join(i.hooks), "[red]" + "; ".join(i.errors) + "[/]" if i.errors else "")
     console.print(table)
-    comps = Table("kind", "name", "plugin", "description", title="components")
+    comps = Table("kind", "name", "plugin", "description", "options", title="components")
     for kind, items in p.components.items():
         for name, c in sorted(items.items()):
-            comps.add_row(kind, name, c.plugin, c.cls.description)
+            comps.add_row(kind, name, c.plugin, c.cls.description,
+                          ", ".join(c.cls.Options.model_fields))
     console.print(comps)
 
 

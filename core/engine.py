@@ -8,6 +8,7 @@ naming the key to fix; nothing is written to the registry until the spec is vali
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -96,7 +97,19 @@ def check_device(spec: RunSpec) -> str:
 
 def create_run(spec: RunSpec, registry: Registry) -> tuple[str, Path]:
     """Insert a queued run for ``spec`` and return its id and output folder
-    (``<spec.output_dir>/<run-id>``, absolute)."""
+    (``<spec.output_dir>/<run-id>``, absolute).
+
+    Raises:
+        SpecError: ``output_dir`` cannot be created or written (checked before the run exists).
+    """
+    root = Path(spec.output_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        raise SpecError(f"{spec._origin.where('output_dir')}: output_dir: cannot write to "
+                        f"'{root}': {exc.strerror}") from None
     run_id = registry.create_run(spec.model_dump(mode="json"))
     out = (Path(spec.output_dir) / run_id).resolve()
     registry.update_run(run_id, output_dir=str(out), dataset_source=spec.dataset.source,

@@ -42,12 +42,25 @@ def default_path() -> Path:
 class Registry:
     """A connection to one registry file, created and migrated on first use.
 
+    Args:
+        path: the SQLite file; default :func:`default_path`.
+        create: create the file when missing (else a missing file is an error).
+
     Raises:
-        TuneyardError: the file cannot be opened or is not a tuneyard registry.
+        TuneyardError: the file is missing (and ``create`` is false), its folder is missing,
+            or it cannot be opened or is not a tuneyard registry.
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, create: bool = True) -> None:
         self.path = Path(path) if path else default_path()
+        if not self.path.exists():
+            if not create:
+                raise TuneyardError(
+                    f"no registry at {self.path} (the first `tuneyard run` creates one; choose "
+                    "another with --registry or TUNEYARD_REGISTRY)")
+            if not self.path.parent.is_dir():
+                raise TuneyardError(f"{self.path}: cannot create registry: folder "
+                                    f"{self.path.parent} does not exist")
         try:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")

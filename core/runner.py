@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        status = execute(Registry(a.registry), a.run_id)
+        status = execute(Registry(a.registry, create=False), a.run_id)
         log.info("run %s %s", a.run_id, status)
     except TuneyardError as exc:
         log.error("%s", exc)

@@ -106,4 +106,26 @@ def test_debug_shows_the_traceback(setup):
     reg, spec = setup
     result = CliRunner().invoke(cli, ["--registry", str(reg), "--debug", "run", str(spec),
                                       "--set", "strategy.name=lroa"])
-    assert result.exit_code == 1 and type(result.exception).__name__ == "PluginError"
+    assert result.exit_code == 2  # same exit code as without --debug
+    assert "Traceback (most recent call last)" in result.output
+    assert "tuneyard.core.errors.PluginError: --set strategy.name=lroa" in result.output
+
+
+def test_reading_commands_do_not_create_a_registry(tmp_path):
+    missing = tmp_path / "typo.db"
+    for args in (["runs", "list"], ["runs", "show", "x"], ["eval", "x"]):
+        result = run_cli(missing, *args)
+        assert result.exit_code == 2
+        assert result.output.strip() == (
+            f"Error: no registry at {missing} (the first `tuneyard run` creates one; choose "
+            "another with --registry or TUNEYARD_REGISTRY)")
+    assert not missing.exists()
+
+
+def test_unwritable_output_dir_is_refused_before_the_run_exists(setup, tmp_path):
+    reg, spec = setup
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    check_fails(reg, ["run", str(spec), "--set", f"output_dir={blocker}"],
+                f"--set output_dir={blocker}: output_dir: cannot write to '{blocker}': "
+                "File exists", run_created=False)

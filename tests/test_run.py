@@ -116,6 +116,7 @@ def test_detached_run_completes_in_its_own_process(tmp_path, qa_jsonl, make_spec
 
 
 def test_plugins_list_shows_every_builtin_component(tmp_path):
+    Registry(tmp_path / "r.db")
     result = tuneyard(tmp_path / "r.db", "plugins", "list", "--json")
     infos = {i["name"]: i for i in json.loads(result.output)}
     provided = {c: name for name, i in infos.items() for c in i["components"]}
@@ -124,6 +125,8 @@ def test_plugins_list_shows_every_builtin_component(tmp_path):
     assert provided["model-provider:gguf"] == "model-gguf"
     assert provided["evaluator:rouge"] == "evaluator-generation"
     assert all(i["source"] == "builtin" and not i["errors"] for i in infos.values())
+    lora = infos["strategy-lora"]["options"]["strategy:lora"]["properties"]
+    assert lora["r"]["default"] == 8 and lora["r"]["type"] == "integer"
     rows = sqlite3.connect(tmp_path / "r.db").execute(
         "SELECT kind, name, plugin FROM components WHERE name = 'lora'").fetchall()
     assert rows == [("strategy", "lora", "strategy-lora")]
