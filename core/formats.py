@@ -106,7 +106,8 @@ def _chat_example(tokenizer: Any, messages: Any, index: int) -> Example:
     if not getattr(tokenizer, "chat_template", None):
         raise DataError("dataset.format 'chat' needs a tokenizer with a chat template")
     if not messages or messages[-1].get("role") != "assistant":
-        raise DataError(f"dataset row {index}: a chat example must end with an assistant message")
+        raise DataError(f"dataset row {index + 1}: a chat example must end with an assistant "
+                        "message")
     prompt = tokenizer.apply_chat_template(
         list(messages[:-1]), tokenize=False, add_generation_prompt=True
     )

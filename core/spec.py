@@ -158,25 +158,46 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> RunSpec:
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML.
+    """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML. A
+    number indexes a list (``evaluators.0.options.limit=8``).
 
     Raises:
-        SpecError: the override has no ``=`` or walks through a non-mapping.
+        SpecError: the override has no ``=``, walks through a scalar, indexes past a list's
+            end, or its value is not valid YAML.
     """
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise SpecError(f"--set {item!r}: expected dotted.key=value, e.g. training.seed=1")
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise SpecError(f"--set {item!r}: '{part}' is not a mapping")
+    node: Any = data
+    *parents, last = key.split(".")
+    for part in parents:
+        node = _child(node, part, item)
     try:
-        node[parts[-1]] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise SpecError(f"--set {item!r}: invalid YAML value: "
                         f"{getattr(exc, 'problem', None) or exc}") from None
+    if isinstance(node, list):
+        node[_index(node, last, item)] = value
+    else:
+        node[last] = value
+
+
+def _child(node: Any, part: str, item: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, item)]
+    if not isinstance(node, dict):
+        raise SpecError(f"--set {item!r}: '{part}' is inside a value that is not a mapping")
+    child = node.setdefault(part, {})
+    if not isinstance(child, dict | list):
+        raise SpecError(f"--set {item!r}: '{part}' is not a mapping")
+    return child
+
+
+def _index(node: list, part: str, item: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise SpecError(f"--set {item!r}: '{part}' is not an index of a list of {len(node)}")
+    return int(part)
 
 
 def validate_spec(data: dict[str, Any], origin: SpecOrigin | None = None) -> RunSpec:

@@ -53,7 +53,7 @@ def test_chat_format_trains_on_the_last_assistant_turn(tok):
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     [ex] = to_examples([{"messages": messages}], "chat", {}, tok)
     assert ex == Example("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "hello")
-    with pytest.raises(DataError, match="dataset row 0: a chat example must end with an "
+    with pytest.raises(DataError, match="dataset row 1: a chat example must end with an "
                                         "assistant message"):
         to_examples([{"messages": messages[:1]}], "chat", {}, tok)
 

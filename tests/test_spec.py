@@ -158,6 +158,14 @@ def test_overrides_are_typed_via_yaml(tmp_path):
         ("exact-match", {}), ("rouge", {"limit": 4})]
 
 
+def test_override_indexes_lists():
+    data = {"evaluators": [{"name": "perplexity"}, {"name": "rouge", "options": {}}]}
+    apply_override(data, "evaluators.1.options.limit=8")
+    apply_override(data, "evaluators.0.name=exact-match")
+    assert data == {"evaluators": [{"name": "exact-match"},
+                                   {"name": "rouge", "options": {"limit": 8}}]}
+
+
 def test_override_creates_missing_sections():
     data = {"dataset": {"source": "text"}}
     apply_override(data, "training.seed=7")
@@ -170,6 +178,7 @@ def test_override_creates_missing_sections():
     ("foo", "--set 'foo': expected dotted.key=value, e.g. training.seed=1"),
     ("=3", "--set '=3': expected dotted.key=value, e.g. training.seed=1"),
     ("name.x=1", "--set 'name.x=1': 'name' is not a mapping"),
+    ("evaluators.5.name=x", "--set 'evaluators.5.name=x': '5' is not an index of a list of 2"),
 ])
 def test_bad_override(tmp_path, item, message):
     assert spec_error(write(tmp_path, VALID), [item]) == message
