@@ -67,6 +67,7 @@ def cli(ctx: click.Context, registry: str | None, debug: bool) -> None:
     Quick start:
       tuneyard run examples/smollm2-wordnet-lora.yaml
       tuneyard runs list
+      tuneyard --registry other.db runs list   (global options go before the command)
     """
     ctx.obj = {"registry": registry, "debug": debug}
     logging.basicConfig(
@@ -149,7 +150,9 @@ class RichProgress:
         self.bar.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None:  # the error message follows; drop the stale bar
+            self.bar.update(self.task, visible=False)
         self.bar.stop()
 
     def phase(self, text: str) -> None:

@@ -140,8 +140,9 @@ class Registry:
             rows = list(self.db.query(
                 "SELECT * FROM runs WHERE substr(id, 1, ?) = ?", [len(ref), ref]))
             if len(rows) > 1:
+                more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
                 raise RunNotFound(f"run id prefix '{ref}' is ambiguous: "
-                                  f"{', '.join(r['id'] for r in rows[:5])}")
+                                  f"{', '.join(r['id'] for r in rows[:5])}{more}")
         rows = rows or list(self.db.query(
             "SELECT * FROM runs WHERE name = ? ORDER BY created_at DESC", [ref]))
         if not rows:

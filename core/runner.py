@@ -276,6 +276,10 @@ def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
     run = registry.get_run(ref)
     spec = RunSpec.model_validate(run["spec"])
     if evaluator:
+        try:
+            plugins.get("evaluator", evaluator)
+        except PluginError as exc:
+            raise PluginError(f"--evaluator: {exc}") from None
         chosen = [e for e in spec.evaluators if e.name == evaluator]
         spec.evaluators = chosen or [EvaluatorSpec(name=evaluator)]
     final = Path(run["output_dir"] or "") / "final"

@@ -7,12 +7,14 @@ for a YAML file, its line.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
+                      model_validator)
 
 from tuneyard.core.errors import SpecError
 
@@ -39,6 +41,18 @@ class DatasetSpec(_Strict):
     eval_split: float = Field(
         0.05, gt=0, lt=1, description="fraction of rows held out for evaluation"
     )
+
+    @model_validator(mode="after")
+    def _columns_fit_format(self) -> DatasetSpec:
+        from tuneyard.core.formats import FIELDS
+
+        for name in self.columns:
+            if name not in FIELDS[self.format]:
+                close = difflib.get_close_matches(name, list(FIELDS[self.format]), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"columns.{name}: not a field of format '{self.format}'{hint} "
+                                 f"(valid: {', '.join(FIELDS[self.format])})")
+        return self
     eval_limit: int | None = Field(
         None, gt=0, description="at most this many held-out rows (None = all)"
     )
@@ -145,7 +159,7 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> RunSpec:
     except OSError as exc:
         raise SpecError(f"{path}: cannot read run spec: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -155,6 +169,20 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> RunSpec:
     for item in overrides:
         apply_override(data, item)
     return validate_spec(data, SpecOrigin(str(path), text, list(overrides)))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -224,22 +252,47 @@ def validate_options(
     try:
         return model.model_validate(options)
     except ValidationError as exc:
-        raise SpecError(format_validation_error(exc, origin or SpecOrigin(), prefix)) from None
+        raise SpecError(
+            format_validation_error(exc, origin or SpecOrigin(), prefix, model)) from None
 
 
-def format_validation_error(exc: ValidationError, origin: SpecOrigin, prefix: str = "") -> str:
+def format_validation_error(
+    exc: ValidationError, origin: SpecOrigin, prefix: str = "",
+    model: type[BaseModel] = None,  # type: ignore[assignment]
+) -> str:
     """One line per pydantic error: ``file:line: dotted.key: message`` (or ``--set ITEM: …``
-    for a key that came from an override)."""
+    for a key that came from an override). An unknown key lists the valid ones of ``model``
+    (default :class:`RunSpec`)."""
+    model = model or RunSpec
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         dotted = ".".join(([prefix] if prefix else []) + loc)
         where = origin.where(dotted)
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+        if err["type"] == "value_error":
+            msg = str(err["ctx"]["error"])
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key" + _valid_keys_hint(model, loc)
         lines.append(f"{where}: {dotted}: {msg}")
     return "\n".join(lines)
+
+
+def _valid_keys_hint(model: type[BaseModel], loc: list[str]) -> str:
+    """``; did you mean 'x'? (valid: …)`` for an unknown key at ``loc`` in ``model``."""
+    for part in loc[:-1]:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part)
+        inner = field and (get_args(field.annotation) or (field.annotation,))[0]
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return ""
+        model = inner
+    valid = list(model.model_fields)
+    if not valid:
+        return " (this component takes no options)"
+    close = difflib.get_close_matches(loc[-1], valid, n=1)
+    return (f"; did you mean '{close[0]}'?" if close else "") + f" (valid: {', '.join(valid)})"
 
 
 def _line_of(text: str, path: list[str]) -> int | None:

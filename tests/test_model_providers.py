@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tuneyard.core.errors import TuneyardError
+from tuneyard.core.errors import SpecError, TuneyardError
+from tuneyard.core.spec import validate_options
 from tuneyard.plugins.models.gguf import GGUFModel
 from tuneyard.plugins.models.hf import HFModel
 from tuneyard.plugins.models.scratch import ScratchModel
@@ -189,16 +190,23 @@ def test_scratch_masked_lm_needs_mask_token(tiny_model_dir):
             task="masked-lm", dtype=torch.float32)
 
 
+def config_error(tokenizer, **config) -> str:
+    """The spec error for scratch ``config`` (checked when options are validated)."""
+    with pytest.raises(SpecError) as info:
+        validate_options(ScratchModel.Options, {"tokenizer": str(tokenizer), "config": config},
+                         "model.options")
+    return str(info.value)
+
+
 def test_scratch_rejects_unknown_and_tokenizer_keys(tiny_model_dir):
-    with pytest.raises(TuneyardError) as info:
-        provider(ScratchModel, tokenizer=str(tiny_model_dir), config={"hiden_size": 32}).load(
-            task="causal-lm", dtype=torch.float32)
-    assert str(info.value) == (
-        "model.options.config.hiden_size: not a LlamaConfig key; did you mean 'hidden_size'?"
-    )
-    with pytest.raises(TuneyardError, match=r"^model\.options\.config\.vocab_size: set from"):
-        provider(ScratchModel, tokenizer=str(tiny_model_dir), config={"vocab_size": 9}).load(
-            task="causal-lm", dtype=torch.float32)
+    assert config_error(tiny_model_dir, hiden_size=32) == (
+        "spec: model.options.config: hiden_size: not a LlamaConfig key; did you mean "
+        "'hidden_size'?")
+    assert config_error(tiny_model_dir, vocab_size=9) == (
+        "spec: model.options.config: vocab_size: set from the tokenizer "
+        "(model.options.tokenizer); remove it")
+    assert config_error(tiny_model_dir, hidden_size="abc") == (
+        "spec: model.options.config: hidden_size: expected a positive integer, got 'abc'")
 
 
 def test_scratch_missing_tokenizer(tmp_path):
@@ -249,18 +257,12 @@ def test_gguf_rejects_a_file_that_is_not_gguf(tmp_path):
 
 
 def test_scratch_checks_head_shapes(tiny_model_dir):
-    bad_kv = {**SMALL, "num_attention_heads": 2, "num_key_value_heads": 4}
-    with pytest.raises(TuneyardError) as err:
-        provider(ScratchModel, tokenizer=str(tiny_model_dir), config=bad_kv).load(
-            task="causal-lm", dtype=torch.float32)
-    assert str(err.value) == ("model.options.config.num_key_value_heads: 4 does not divide "
-                              "num_attention_heads 2")
-    with pytest.raises(TuneyardError) as err:
-        provider(ScratchModel, tokenizer=str(tiny_model_dir),
-                 config={**SMALL, "num_attention_heads": 5}).load(
-            task="causal-lm", dtype=torch.float32)
-    assert str(err.value) == ("model.options.config.num_attention_heads: 5 does not divide "
-                              "hidden_size 32")
+    assert config_error(tiny_model_dir, **{**SMALL, "num_attention_heads": 2,
+                                           "num_key_value_heads": 4}) == (
+        "spec: model.options.config: num_key_value_heads: 4 does not divide "
+        "num_attention_heads 2")
+    assert config_error(tiny_model_dir, **{**SMALL, "num_attention_heads": 5}) == (
+        "spec: model.options.config: num_attention_heads: 5 does not divide hidden_size 32")
 
 
 class FakeGGUF:

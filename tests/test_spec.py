@@ -38,6 +38,13 @@ evaluators:
 """
 
 
+TRAINING_KEYS = (
+    "(valid: max_steps, micro_batch_size, gradient_accumulation_s"
+    "teps, learning_rate, lr_scheduler, warmup_steps, weight_deca"
+    "y, max_grad_norm, max_seq_len, seed, precision, device, logg"
+    "ing_steps, save_steps, eval_batch_size)")
+
+
 def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)
@@ -99,12 +106,15 @@ def test_not_a_mapping(tmp_path):
 
 def test_unknown_top_level_key(tmp_path):
     path = write(tmp_path, VALID + "nmae: typo\n")
-    assert spec_error(path) == f"{path}:22: nmae: unknown key"
+    assert spec_error(path) == (
+        f"{path}:22: nmae: unknown key; did you mean 'name'? (valid: name, dataset, model, "
+        "strategy, training, evaluators, output_dir)")
 
 
 def test_unknown_nested_key(tmp_path):
     path = write(tmp_path, VALID.replace("  max_steps: 10\n", "  max_stepz: 10\n"))
-    assert spec_error(path) == f"{path}:15: training.max_stepz: unknown key"
+    assert spec_error(path) == (
+        f"{path}:15: training.max_stepz: unknown key; did you mean 'max_steps'? " + TRAINING_KEYS)
 
 
 def test_wrong_type_names_dotted_path_and_line(tmp_path):
@@ -121,7 +131,7 @@ def test_errors_in_list_items_and_several_errors(tmp_path):
     assert spec_error(path).splitlines() == [
         f"{path}:5: dataset.format: Input should be 'text', 'instruction' or 'chat'",
         f"{path}:20: evaluators.1.name: Field required",
-        f"{path}:20: evaluators.1.nam: unknown key",
+        f"{path}:20: evaluators.1.nam: unknown key; did you mean 'name'? (valid: name, options)",
     ]
 
 
@@ -156,6 +166,16 @@ def test_overrides_are_typed_via_yaml(tmp_path):
     assert spec.name == "other"
     assert [(e.name, e.options) for e in spec.evaluators] == [
         ("exact-match", {}), ("rouge", {"limit": 4})]
+
+
+def test_column_mapping_and_duplicate_keys_are_checked(tmp_path):
+    path = write(tmp_path, VALID)
+    assert spec_error(path, ["dataset.columns.outptu=answer"]) == (
+        "--set dataset.columns.outptu=answer: dataset: columns.outptu: not a field of format "
+        "'instruction'; did you mean 'output'? (valid: instruction, input, output)")
+    dup = write(tmp_path, VALID + "name: twice\n", "dup.yaml")
+    line = len(VALID.splitlines()) + 1
+    assert spec_error(dup) == f"{dup}:{line}: invalid YAML: duplicate key 'name'"
 
 
 def test_override_indexes_lists():
@@ -194,7 +214,8 @@ def test_override_with_invalid_value_is_validated(tmp_path):
 def test_override_errors_name_the_override_not_a_file_line(tmp_path):
     path = write(tmp_path, VALID)
     assert spec_error(path, ["training.max_stps=3"]) == (
-        "--set training.max_stps=3: training.max_stps: unknown key")
+        "--set training.max_stps=3: training.max_stps: unknown key; did you mean 'max_steps'? "
+        + TRAINING_KEYS)
     assert spec_error(path, ["training={max_steps: 0}"]) == (
         "--set training={max_steps: 0}: training.max_steps: Input should be greater than 0")
     assert spec_error(path, ["evaluators=[{name: "]).startswith(
@@ -224,7 +245,8 @@ def test_validate_options_names_dotted_key_and_line(tmp_path):
     assert str(exc.value).splitlines() == [
         "spec.yaml:14: strategy.options.r: "
         "Input should be a valid integer, unable to parse string as an integer",
-        "spec.yaml:15: strategy.options.alpah: unknown key",
+        "spec.yaml:15: strategy.options.alpah: unknown key; did you mean 'alpha'? "
+        "(valid: r, alpha)",
     ]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from tuneyard.core.components import ModelProvider, Task
 from tuneyard.core.errors import TuneyardError
@@ -42,20 +42,28 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 FROM_TOKENIZER = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
 
 
+#: Config keys that must be positive integers (sizes and counts).
+SIZE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "max_position_embeddings")
+
+
 def _check_shape(config: dict[str, Any]) -> None:
-    """Attention heads must split the hidden size, and key/value heads the attention heads.
+    """Sizes are positive integers; attention heads split the hidden size, and key/value heads
+    the attention heads.
 
     Raises:
-        TuneyardError: naming the ``model.options.config`` key to change.
+        ValueError: naming the config key to change.
     """
+    for key in SIZE_KEYS:
+        value = config.get(key)
+        if key in config and (type(value) is not int or value <= 0):
+            raise ValueError(f"{key}: expected a positive integer, got {value!r}")
     hidden, heads = config["hidden_size"], config["num_attention_heads"]
     kv = config.get("num_key_value_heads") or heads
     if hidden % heads:
-        raise TuneyardError(f"model.options.config.num_attention_heads: {heads} does not divide "
-                            f"hidden_size {hidden}")
+        raise ValueError(f"num_attention_heads: {heads} does not divide hidden_size {hidden}")
     if heads % kv:
-        raise TuneyardError(f"model.options.config.num_key_value_heads: {kv} does not divide "
-                            f"num_attention_heads {heads}")
+        raise ValueError(f"num_key_value_heads: {kv} does not divide num_attention_heads {heads}")
 
 
 class ScratchOptions(BaseModel):
@@ -65,7 +73,7 @@ class ScratchOptions(BaseModel):
 
     architecture: Literal["llama", "bert"] = Field(default="llama", description=(
         "llama: decoder-only causal LM (LlamaForCausalLM, strategy pretrain-clm); "
-        "bert: encoder masked LM (BertForMaskedLM, strategy pretrain-mlm)."
+        "bert: encoder masked LM (BertForMaskedLM), for a masked-LM strategy (issue #5)."
     ))
     config: dict[str, Any] = Field(default_factory=dict, description=(
         "transformers config keys overriding the defaults: hidden_size 256, "
@@ -78,6 +86,17 @@ class ScratchOptions(BaseModel):
         "cache; its length sets vocab_size. masked-lm needs a mask token."
     ))
     seed: int = Field(default=0, description="torch.manual_seed for the weight init.")
+
+    @field_validator("config")
+    @classmethod
+    def _valid_config(cls, config: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Checked with the spec, before a run exists: known keys, sizes, head shapes."""
+        import transformers
+
+        arch = info.data.get("architecture", "llama")
+        _check_keys(config, getattr(transformers, ARCHITECTURES[arch][1])())
+        _check_shape({**DEFAULTS[arch], **config})
+        return config
 
 
 class ScratchModel(ModelProvider):
@@ -108,9 +127,6 @@ class ScratchModel(ModelProvider):
             )
         config_cls = getattr(transformers, config_name)
         kwargs = {**DEFAULTS[arch], **self.options.config}
-        _check_keys(self.options.config, config_cls(), arch)
-
-        _check_shape(kwargs)
         tokenizer = self.load_tokenizer(task)
         config = config_cls(
             **kwargs, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
@@ -153,21 +169,20 @@ class ScratchModel(ModelProvider):
                 f"{config['num_hidden_layers']}x{config['hidden_size']}")
 
 
-def _check_keys(overrides: dict[str, Any], default: Any, arch: str) -> None:
-    """Reject keys the config class does not know (transformers would silently keep them)."""
+def _check_keys(overrides: dict[str, Any], default: Any) -> None:
+    """Reject keys the config class does not know (transformers would silently keep them).
+
+    Raises:
+        ValueError: naming the key, with the closest known one.
+    """
     for key in overrides:
         if key in FROM_TOKENIZER:
-            raise TuneyardError(
-                f"model.options.config.{key}: set from the tokenizer (model.options.tokenizer); "
-                "remove it"
-            )
+            raise ValueError(f"{key}: set from the tokenizer (model.options.tokenizer); remove it")
         if not hasattr(default, key):
             known = [k for k in vars(default) if not k.startswith("_")]
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise TuneyardError(
-                f"model.options.config.{key}: not a {type(default).__name__} key{hint}"
-            )
+            raise ValueError(f"{key}: not a {type(default).__name__} key{hint}")
 
 
 @hookimpl
