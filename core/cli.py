@@ -274,16 +274,19 @@ def plugins_list(as_json: bool) -> None:
         click.echo(json.dumps([{**vars(i), "options": {c: options[c] for c in i.components}}
                                for i in p.infos.values()], indent=2))
         return
-    table = Table("plugin", "version", "source", "components", "hooks", "error")
+    table = Table("plugin", "version", "source", "provides", "status", title="plugins",
+                  box=None, pad_edge=False, header_style="bold")
     for i in p.infos.values():
-        table.add_row(i.name, i.version or "", i.source, "\n".join(i.components),
-                      "\n".join(i.hooks), "[red]" + "; ".join(i.errors) + "[/]" if i.errors else "")
+        provides = ", ".join(c.partition(":")[2] for c in i.components)
+        status = "[red]" + escape("; ".join(i.errors)) + "[/]" if i.errors else "[green]ok[/]"
+        table.add_row(i.name, i.version or "", i.source, provides, status)
     console.print(table)
-    comps = Table("kind", "name", "plugin", "description", "options", title="components")
+    console.print()
+    comps = Table("kind", "name", "options", "description", title="components (hooks and "
+                  "option schemas: --json)", box=None, pad_edge=False, header_style="bold")
     for kind, items in p.components.items():
         for name, c in sorted(items.items()):
-            comps.add_row(kind, name, c.plugin, c.cls.description,
-                          ", ".join(c.cls.Options.model_fields))
+            comps.add_row(kind, name, ", ".join(c.cls.Options.model_fields), c.cls.description)
     console.print(comps)
 
 

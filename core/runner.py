@@ -91,7 +91,17 @@ def load_rows(comp: Composition, progress: Progress) -> Any:
         raise DataError(f"dataset: source '{spec.dataset.source}' gave {len(rows)} rows; "
                         "need at least 2 (one to train, one to evaluate)")
     resolve_columns(spec.dataset.format, list(rows.column_names), spec.dataset.columns)
+    n_eval = eval_size(len(rows), spec)
+    if n_eval >= len(rows):
+        raise DataError(f"dataset.eval_split: {spec.dataset.eval_split} holds out {n_eval} of "
+                        f"{len(rows)} rows and leaves none to train on")
     return rows
+
+
+def eval_size(n_rows: int, spec: RunSpec) -> int:
+    """Held-out rows: ``round(n_rows × eval_split)``, at least 1, at most ``eval_limit``."""
+    n_eval = max(1, round(n_rows * spec.dataset.eval_split))
+    return min(n_eval, spec.dataset.eval_limit or n_eval)
 
 
 def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
@@ -104,14 +114,9 @@ def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
     examples = to_examples(rows, spec.dataset.format, spec.dataset.columns, tokenizer)
     order = list(range(len(examples)))
     random.Random(spec.training.seed).shuffle(order)
-    n_eval = max(1, round(len(order) * spec.dataset.eval_split))
-    if spec.dataset.eval_limit:
-        n_eval = min(n_eval, spec.dataset.eval_limit)
+    n_eval = eval_size(len(order), spec)
     eval_examples = [examples[i] for i in order[:n_eval]]
     train_examples = [examples[i] for i in order[n_eval:]]
-    if not train_examples:
-        raise DataError(f"dataset.eval_split: {spec.dataset.eval_split} holds out {n_eval} of "
-                        f"{len(examples)} rows and leaves none to train on")
     max_len = spec.training.max_seq_len
     train_rows, dropped = tokenize_all(train_examples, tokenizer, max_len)
     eval_rows, _ = tokenize_all(eval_examples, tokenizer, max_len)

@@ -73,8 +73,8 @@ def test_malformed_jsonl_names_file_and_line(setup, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a", oops}\n')
     check_fails(reg, ["run", str(spec), "--set", f"dataset.options.path={bad}"],
-                f"dataset source 'jsonl': {bad}:2: invalid JSON: Expecting property name "
-                "enclosed in double quotes: line 1 column 22 (char 21)", run_created=True)
+                f"dataset source 'jsonl': {bad}:2:22: invalid JSON: Expecting property name "
+                "enclosed in double quotes", run_created=True)
 
 
 def test_missing_column_lists_the_columns_present(setup):
@@ -129,3 +129,18 @@ def test_unwritable_output_dir_is_refused_before_the_run_exists(setup, tmp_path)
     check_fails(reg, ["run", str(spec), "--set", f"output_dir={blocker}"],
                 f"--set output_dir={blocker}: output_dir: cannot write to '{blocker}': "
                 "File exists", run_created=False)
+
+
+def test_eval_split_leaving_nothing_to_train_is_named(setup):
+    reg, spec = setup
+    check_fails(reg, ["run", str(spec), "--set", "dataset.eval_split=0.99"],
+                "dataset.eval_split: 0.99 holds out 40 of 40 rows and leaves none to train on",
+                run_created=True)
+
+
+def test_lora_target_module_missing_from_the_model_lists_its_layers(setup):
+    reg, spec = setup
+    check_fails(reg, ["run", str(spec), "--set", "strategy.options.target_modules=[q_prj]"],
+                "strategy.options.target_modules: ['q_prj'] not found in the model; its linear "
+                "layers are: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, "
+                "v_proj (or use 'all-linear')", run_created=True)

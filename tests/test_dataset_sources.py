@@ -51,7 +51,8 @@ def test_jsonl_broken_line_names_file_and_line(tmp_path):
     path.write_text('{"q": 1}\n{"q": 2}\n{"q": 3,,}\n{"q": 4}\n')
     with pytest.raises(DataError) as err:
         load(JsonlSource, path=str(path))
-    assert str(err.value).startswith(f"{path}:3: invalid JSON: ")
+    assert str(err.value).startswith(f"{path}:3:")
+    assert ": invalid JSON: " in str(err.value)
     assert "\n" not in str(err.value)
 
 

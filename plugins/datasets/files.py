@@ -67,6 +67,9 @@ def find_files(value: str) -> list[Path]:
         if not files:
             raise DataError(f"path '{value}': no file matches this glob (not found)")
         return files
+    if path.is_dir():
+        raise DataError(f"path '{value}': is a folder; give a file or a glob such as "
+                        f"'{Path(value) / '*'}'")
     if not path.is_file():
         where = "" if str(path) == value else f" ({path})"
         raise DataError(f"path '{value}': file not found{where}")
@@ -131,8 +134,8 @@ def read_jsonl(file: Path, limit: int | None) -> list[dict[str, Any]]:
     """The objects of one JSON Lines file, at most ``limit`` of them.
 
     Raises:
-        DataError: ``FILE:LINE: invalid JSON: <reason>`` for the first bad line (lines count
-            from 1), or ``FILE:LINE: expected a JSON object, got <type>``.
+        DataError: ``FILE:LINE:COLUMN: invalid JSON: <reason>`` for the first bad line (lines
+            and columns count from 1), or ``FILE:LINE: expected a JSON object, got <type>``.
     """
     rows: list[dict[str, Any]] = []
     with file.open("rb") as fh:
@@ -145,8 +148,8 @@ def read_jsonl(file: Path, limit: int | None) -> list[dict[str, Any]]:
                 row = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
             except UnicodeDecodeError as exc:
                 raise DataError(f"{file}:{lineno}: invalid JSON: not UTF-8 ({exc})") from None
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{file}:{lineno}: invalid JSON: {exc}") from None
+            except json.JSONDecodeError as exc:  # the line's own column, not json's "line 1"
+                raise DataError(f"{file}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
             if not isinstance(row, dict):
                 raise DataError(
                     f"{file}:{lineno}: expected a JSON object, got {type(row).__name__}"

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneyard.core.components import TrainingStrategy
+from tuneyard.core.errors import TuneyardError
 from tuneyard.core.hookspecs import hookimpl
 
 
@@ -35,6 +36,7 @@ class LoRA(TrainingStrategy):
     Options = LoraOptions
 
     def prepare(self, model: Any) -> Any:
+        import torch
         from peft import LoraConfig, get_peft_model
 
         o = self.options
@@ -42,7 +44,16 @@ class LoRA(TrainingStrategy):
             r=o.r, lora_alpha=o.alpha, lora_dropout=o.dropout, target_modules=o.target_modules,
             task_type="CAUSAL_LM",
         )
-        return get_peft_model(model, config, adapter_name=o.adapter_name)
+        try:
+            return get_peft_model(model, config, adapter_name=o.adapter_name)
+        except ValueError as exc:
+            if "target_modules" not in str(exc) and "Target modules" not in str(exc):
+                raise
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                             if isinstance(m, torch.nn.Linear)})
+            raise TuneyardError(
+                f"strategy.options.target_modules: {o.target_modules} not found in the model; "
+                f"its linear layers are: {', '.join(linear)} (or use 'all-linear')") from None
 
     def load_checkpoint(self, model: Any, path: str) -> Any:
         from peft import PeftModel
