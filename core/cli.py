@@ -13,7 +13,6 @@ import os
 import sys
 import traceback
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 import click
