@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
-                      model_validator)
+                      field_validator, model_validator)
 
 from tuneyard.core.errors import SpecError
 
@@ -144,6 +144,16 @@ class RunSpec(_Strict):
     training: TrainingSpec = TrainingSpec()
     evaluators: list[EvaluatorSpec] = []
     output_dir: str = Field("runs", description="runs are written to <output_dir>/<run-id>/")
+
+    @field_validator("evaluators")
+    @classmethod
+    def _unique_evaluators(cls, evaluators: list[EvaluatorSpec]) -> list[EvaluatorSpec]:
+        names = [e.name for e in evaluators]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"'{name}' is listed twice (entries {names.index(name)} and "
+                                 f"{i}); results are stored by evaluator name")
+        return evaluators
 
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> RunSpec:

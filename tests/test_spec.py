@@ -178,6 +178,13 @@ def test_column_mapping_and_duplicate_keys_are_checked(tmp_path):
     assert spec_error(dup) == f"{dup}:{line}: invalid YAML: duplicate key 'name'"
 
 
+def test_evaluators_are_listed_once(tmp_path):
+    path = write(tmp_path, VALID)
+    assert spec_error(path, ["evaluators=[{name: rouge}, {name: rouge, options: {limit: 1}}]"]) == (
+        "--set evaluators=[{name: rouge}, {name: rouge, options: {limit: 1}}]: evaluators: "
+        "'rouge' is listed twice (entries 0 and 1); results are stored by evaluator name")
+
+
 def test_override_indexes_lists():
     data = {"evaluators": [{"name": "perplexity"}, {"name": "rouge", "options": {}}]}
     apply_override(data, "evaluators.1.options.limit=8")
