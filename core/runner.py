@@ -112,6 +112,14 @@ def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
     """
     spec = comp.spec
     examples = to_examples(rows, spec.dataset.format, spec.dataset.columns, tokenizer)
+    empty = sum(not e.completion.strip() for e in examples)
+    if empty == len(examples):
+        raise DataError(f"dataset: all {empty} rows have an empty answer (format "
+                        f"'{spec.dataset.format}'); check the column it reads "
+                        "(dataset.columns)")
+    if empty:
+        log.warning("%d of %d rows have an empty answer; they teach the model to stop at once",
+                    empty, len(examples))
     order = list(range(len(examples)))
     random.Random(spec.training.seed).shuffle(order)
     n_eval = eval_size(len(order), spec)

@@ -144,3 +144,12 @@ def test_lora_target_module_missing_from_the_model_lists_its_layers(setup):
                 "strategy.options.target_modules: ['q_prj'] not found in the model; its linear "
                 "layers are: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, "
                 "v_proj (or use 'all-linear')", run_created=True)
+
+
+def test_all_empty_answers_are_refused(setup, tmp_path):
+    reg, spec = setup
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"instruction": "say nothing", "output": ""}\n' * 10)
+    check_fails(reg, ["run", str(spec), "--set", f"dataset.options.path={empty}"],
+                "dataset: all 10 rows have an empty answer (format 'instruction'); check the "
+                "column it reads (dataset.columns)", run_created=True)
