@@ -29,7 +29,7 @@ err_console = Console(stderr=True)
 
 def handle_errors(fn):
     """Print a TuneyardError in one or two lines (exit 2), any other error as a failed run
-    (exit 1); ``--debug`` shows the traceback instead."""
+    (exit 1); ``--debug`` prints the traceback first, with the same exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -55,7 +55,7 @@ def handle_errors(fn):
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version("tuneyard"), prog_name="tuneyard")
-@click.option("--registry", type=click.Path(dir_okay=False), envvar="TUNEYARD_REGISTRY",
+@click.option("--registry", type=click.Path(dir_okay=False),
               help="Registry file [default: ./registry.db; env TUNEYARD_REGISTRY]")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.pass_context

@@ -91,12 +91,15 @@ class TrainingStrategy(Component):
         pack: concatenate tokenized rows into blocks of ``training.max_seq_len`` tokens
             (pre-training) instead of one padded row per example.
         formats: row formats the strategy accepts (``None`` = any).
+        saves: what its checkpoints hold, the registry's ``artifacts.kind``: ``model`` (a whole
+            Hugging Face model folder) or ``adapter`` (adapter weights only).
     """
 
     kind = "strategy"
     task: ClassVar[Task] = "causal-lm"
     pack: ClassVar[bool] = False
     formats: ClassVar[tuple[str, ...] | None] = None
+    saves: ClassVar[str] = "model"
 
     def prepare(self, model: Any) -> Any:
         """Return the model to train: ``model`` itself, or a wrapper (e.g. a peft model)."""

@@ -78,33 +78,27 @@ class Plugins:
         Built-ins load first, so a third-party component reusing a built-in name is the one
         reported as a duplicate and skipped.
         """
-        def order(ep: importlib.metadata.EntryPoint) -> tuple[bool, str]:
-            return (not (ep.dist and ep.dist.name == "tuneyard"), ep.name)
+        def builtin(ep: importlib.metadata.EntryPoint) -> bool:
+            return bool(ep.dist) and ep.dist.name == "tuneyard"
 
-        for ep in sorted(importlib.metadata.entry_points(group=GROUP), key=order):
-            dist = ep.dist.name if ep.dist else None
-            info = PluginInfo(
-                name=ep.name,
-                version=ep.dist.version if ep.dist else None,
-                source="builtin" if dist == "tuneyard" else "package",
-            )
-            self.infos[ep.name] = info
+        eps = importlib.metadata.entry_points(group=GROUP)
+        for ep in sorted(eps, key=lambda ep: (not builtin(ep), ep.name)):
+            info = PluginInfo(ep.name, ep.dist.version if ep.dist else None,
+                              "builtin" if builtin(ep) else "package")
+            self.infos[ep.name] = info  # recorded even when loading fails
             try:
-                module = ep.load()
-                self.pm.register(module, name=ep.name)
+                self._register(ep.load(), info)
             except Exception as exc:  # a broken plugin is reported, never fatal
                 info.errors.append(f"failed to load: {type(exc).__name__}: {exc}")
                 log.warning("plugin %s failed to load: %s", ep.name, exc)
-                continue
-            info.hooks = sorted(
-                call.name for call in self.pm.get_hookcallers(module) or [] if call.name
-            )
 
     def register_plugin(self, module: Any, name: str, source: str = "package") -> None:
         """Register an already imported plugin object (used by tests and plugin directories)."""
-        info = PluginInfo(name=name, version=None, source=source)
-        self.infos[name] = info
-        self.pm.register(module, name=name)
+        self._register(module, PluginInfo(name=name, version=None, source=source))
+
+    def _register(self, module: Any, info: PluginInfo) -> None:
+        self.infos[info.name] = info
+        self.pm.register(module, name=info.name)
         info.hooks = sorted(call.name for call in self.pm.get_hookcallers(module) or [])
 
     def collect_components(self) -> None:

@@ -16,7 +16,7 @@ import random
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,8 +59,8 @@ class Data:
     eval_examples: list[Example]
     eval_rows: list[dict[str, list[int]]]
     fingerprint: str
-    dropped: int = 0
-    collator: Any = field(default=None)
+    dropped: int
+    collator: PadCollator
 
 
 def guarded(comp: Any, plugin_of: dict[str, str], action: str, fn: Any, *args: Any, **kw: Any):
@@ -256,7 +256,7 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], progress: 
         report_to=[], disable_tqdm=True, remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
     )
-    callback = RegistryCallback(registry, plugins, run_id, progress, comp)
+    callback = RegistryCallback(registry, plugins, run_id, progress)
     trainer = Trainer(model=model, args=args, train_dataset=data.train_rows,
                       data_collator=data.collator, callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
@@ -268,9 +268,7 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], progress: 
     tokenizer.save_pretrained(str(final))
     step = trainer.state.global_step
     registry.add_checkpoint(run_id, step, str(final))
-    kind = "adapter" if (final / "adapter_config.json").exists() or any(
-        final.glob("*/adapter_config.json")) else "model"
-    registry.add_artifact(run_id, kind, str(final))
+    registry.add_artifact(run_id, comp.strategy.saves, str(final))
     plugins.fire("on_checkpoint_saved", run_id=run_id, step=step, path=str(final))
     evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "final", progress)
 
@@ -309,8 +307,8 @@ def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
     return evaluate(comp, plugins, registry, run["id"], model, tokenizer, data, "final", progress)
 
 
-def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress: Progress,
-                     comp: Composition) -> Any:
+def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress: Progress
+                     ) -> Any:
     """A ``TrainerCallback`` that records each logged step and checkpoint.
 
     Per logged step it writes ``loss``, ``learning_rate``, ``grad_norm``, ``epoch`` and

@@ -34,6 +34,7 @@ class LoRA(TrainingStrategy):
     name = "lora"
     description = "LoRA adapters (peft): train a small rank-r update, base weights frozen"
     Options = LoraOptions
+    saves = "adapter"
 
     def prepare(self, model: Any) -> Any:
         import torch
