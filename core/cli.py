@@ -281,11 +281,13 @@ def plugins_list(as_json: bool) -> None:
         table.add_row(i.name, i.version or "", i.source, provides, status)
     console.print(table)
     console.print()
-    comps = Table("kind", "name", "options", "description", title="components (hooks and "
-                  "option schemas: --json)", box=None, pad_edge=False, header_style="bold")
+    comps = Table("kind", "name", "plugin", "options", "description",
+                  title="components (hooks and option schemas: --json)", box=None,
+                  pad_edge=False, header_style="bold")
     for kind, items in p.components.items():
         for name, c in sorted(items.items()):
-            comps.add_row(kind, name, ", ".join(c.cls.Options.model_fields), c.cls.description)
+            comps.add_row(kind, name, c.plugin, ", ".join(c.cls.Options.model_fields),
+                          c.cls.description)
     console.print(comps)
 
 
