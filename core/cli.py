@@ -74,7 +74,10 @@ def cli(ctx: click.Context, registry: str | None, debug: bool) -> None:
         handlers=[RichHandler(console=err_console, show_time=False, show_path=debug)],
     )
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        if "tui" in cli.commands and sys.stdin.isatty() and sys.stdout.isatty():
+            ctx.invoke(cli.commands["tui"])  # the TUI plugin's command
+        else:
+            click.echo(ctx.get_help())
 
 
 def open_registry(create: bool = False) -> Any:
@@ -298,3 +301,7 @@ def main() -> None:
 
     get_plugins().pm.hook.register_commands(cli=cli)
     cli(prog_name="tuneyard")
+
+
+if __name__ == "__main__":  # ``python -m tuneyard.core.cli``: how the TUI runs commands
+    main()

@@ -5,10 +5,13 @@ Schema (units in column names; times are ISO-8601 UTC strings):
 - ``runs``: id, name, status (queued/running/completed/failed/stopped/interrupted), spec (JSON),
   plugin_versions (JSON), dataset_source, dataset_fingerprint, train_rows, eval_rows,
   base_model, strategy, host, device, pid, output_dir, max_steps, step, created_at, started_at,
-  heartbeat_at, ended_at, error.
+  heartbeat_at, ended_at, error, stop_requested_at (set by ``tuneyard runs stop``: the run
+  checkpoints and stops at its next step).
 - ``metrics``: run_id, step, name, value, at — training curves (``loss``, ``learning_rate``,
   ``grad_norm``, ``tokens_per_s``, ``epoch``).
-- ``system_metrics``: run_id, device, util_pct, mem_bytes, power_w, temp_c, at.
+- ``system_metrics``: run_id, device, util_pct, mem_bytes, mem_total_bytes, power_w, temp_c,
+  at — device telemetry sampled by the run process (default 1 Hz); for ``cpu``, ``mem_bytes`` is
+  the run process's RSS and ``mem_total_bytes`` the machine's RAM.
 - ``checkpoints``: run_id, step, path, created_at.
 - ``artifacts``: run_id, kind (adapter, model, tokenizer, spec), path, created_at.
 - ``evaluations``: run_id, checkpoint (``base``/``final``/folder name), evaluator, metric,
@@ -85,7 +88,16 @@ def _m001_initial(db: Database) -> None:
     )
 
 
+def _m002_live_monitoring(db: Database) -> None:
+    """Stop requests, total device memory, and indexes for incremental (``rowid >``) polling."""
+    db.conn.execute("ALTER TABLE runs ADD COLUMN stop_requested_at TEXT")
+    db.conn.execute("ALTER TABLE system_metrics ADD COLUMN mem_total_bytes INTEGER")
+    _index(db, "metrics", ["run_id"])
+    _index(db, "system_metrics", ["run_id"])
+
+
 #: (version, migration) in order; the registry records the highest applied version.
 MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [
     (1, _m001_initial),
+    (2, _m002_live_monitoring),
 ]

@@ -7,6 +7,10 @@ saved once per session; nothing is downloaded.
 from __future__ import annotations
 
 import json
+import math
+import os
+import socket
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -106,3 +110,93 @@ def make_spec(tmp_path, tiny_model_dir):
         return path
 
     return make
+
+
+# -- a registry seeded with runs, for the TUI's tests and pictures --------------------------
+#: The TUI's clock in tests; every seeded time is before it.
+FROZEN_NOW = "2026-11-01T12:00:00+00:00"
+
+
+def _loss(step: int, scale: float) -> float:
+    return round(1.6 + scale * math.exp(-step / 15) + 0.05 * math.sin(step), 4)
+
+
+@pytest.fixture
+def seeded_registry(tmp_path) -> Path:
+    """A registry with five runs at fixed times (ids ``run-a`` … ``run-e``): two completed
+    LoRA/full runs with curves, evaluations, checkpoints and artifacts; a failed one; a stopped
+    one; and a ``running`` one owned by this test process (so it stays running), with device
+    telemetry of two GPUs and the CPU. Plugins and components are synced from the real
+    plugin manager."""
+    from tuneyard.core.plugins import get_plugins
+    from tuneyard.core.registry import Registry
+
+    path = tmp_path / "registry.db"
+    reg = Registry(path)
+    runs = [
+        # id, name, status, strategy, source, model, steps done, max, lr, loss scale, minutes ago
+        ("run-a", "smollm2-wordnet-lora", "completed", "lora", "wordnet",
+         "SmolLM2-135M-Instruct.Q4_1.gguf", 40, 40, 1e-3, 3.0, 300),
+        ("run-b", "smollm2-wordnet-full", "completed", "full", "wordnet",
+         "SmolLM2-135M-Instruct.Q4_1.gguf", 40, 40, 5e-5, 2.5, 240),
+        ("run-c", "scratch-shakespeare", "failed", "pretrain-clm", "text", "scratch-llama",
+         3, 200, 3e-4, 6.0, 180),
+        ("run-d", "qa-lora-r16", "stopped", "lora", "jsonl", "tiny-llama", 18, 60, 5e-3, 3.5, 120),
+        ("run-e", "wordnet-lora-long", "running", "lora", "wordnet",
+         "SmolLM2-135M-Instruct.Q4_1.gguf", 25, 100, 1e-3, 3.0, 10),
+    ]
+    now = datetime.fromisoformat(FROZEN_NOW)
+    for (rid, name, status, strategy, source, model, done, max_steps, lr, scale, ago) in runs:
+        start = now - timedelta(minutes=ago)
+        end = None if status == "running" else start + timedelta(seconds=5 * done + 30)
+        spec = {"name": name, "dataset": {"source": source, "options": {"limit": 2000},
+                                          "format": "instruction", "eval_split": 0.05},
+                "model": {"provider": "gguf" if "gguf" in model else "hf",
+                          "options": {"path": model}},
+                "strategy": {"name": strategy, "options": {"r": 8} if strategy == "lora" else {}},
+                "training": {"max_steps": max_steps, "learning_rate": lr, "seed": 0},
+                "evaluators": [{"name": "perplexity"}], "output_dir": "runs"}
+        reg.db["runs"].insert({
+            "id": rid, "name": name, "status": status, "spec": json.dumps(spec),
+            "dataset_source": source, "dataset_fingerprint": f"{source[:4]}0123456789ab",
+            "train_rows": 1900, "eval_rows": 100, "base_model": model, "strategy": strategy,
+            "host": socket.gethostname(), "device": "cuda",
+            "pid": os.getpid() if status == "running" else 1, "output_dir": str(tmp_path / rid),
+            "max_steps": max_steps, "step": done, "created_at": start.isoformat(),
+            "started_at": start.isoformat(), "heartbeat_at": start.isoformat(),
+            "ended_at": end and end.isoformat(),
+            "error": "DataError: dataset: source 'text' gave 0 rows" if status == "failed"
+            else None,
+        })
+        at = start.isoformat()
+        for step in range(1, done + 1):
+            reg.add_metrics(rid, step, {"loss": _loss(step, scale),
+                                        "learning_rate": lr * (1 - step / max_steps),
+                                        "tokens_per_s": 2000.0 + 10 * step})
+        reg.db.execute("UPDATE metrics SET at = ? WHERE run_id = ?", [at, rid])
+        reg.db.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", [at, rid])
+        if status == "completed":
+            for ckpt, ppl in (("base", 40.0 + scale), ("final", 12.0 + scale)):
+                reg.add_evaluation(rid, ckpt, "perplexity",
+                                   {"perplexity": ppl, "eval_loss": math.log(ppl)})
+            reg.add_checkpoint(rid, max_steps, str(tmp_path / rid / "final"))
+            kind = "adapter" if strategy == "lora" else "model"
+            reg.add_artifact(rid, kind, str(tmp_path / rid / "final"))
+            reg.db.execute("UPDATE evaluations SET at = ? WHERE run_id = ?", [at, rid])
+            reg.db.execute("UPDATE checkpoints SET created_at = ? WHERE run_id = ?", [at, rid])
+        if status == "stopped":
+            reg.add_checkpoint(rid, done, str(tmp_path / rid / f"checkpoints/checkpoint-{done}"))
+        if status == "running":
+            for i in range(30):
+                reg.add_system_metrics(rid, [
+                    {"device": "cuda:0", "util_pct": 90.0 + i % 7, "mem_bytes": 40 * 2**30,
+                     "mem_total_bytes": 141 * 2**30, "power_w": 450.0, "temp_c": 61.0},
+                    {"device": "cuda:1", "util_pct": 85.0 + i % 5, "mem_bytes": 38 * 2**30,
+                     "mem_total_bytes": 141 * 2**30, "power_w": 430.0, "temp_c": 59.0},
+                    {"device": "cpu", "util_pct": 12.5, "mem_bytes": 3 * 2**30,
+                     "mem_total_bytes": 24 * 2**30},
+                ])
+            reg.db.execute("UPDATE system_metrics SET at = ? WHERE run_id = ?", [at, rid])
+    reg.sync_plugins(get_plugins())
+    reg.db.execute("UPDATE plugins SET loaded_at = ?", [FROZEN_NOW])
+    return path
