@@ -200,3 +200,35 @@ def seeded_registry(tmp_path) -> Path:
     reg.sync_plugins(get_plugins())
     reg.db.execute("UPDATE plugins SET loaded_at = ?", [FROZEN_NOW])
     return path
+
+
+@pytest.fixture
+def tui_app():
+    """Factory: the TUI app (as the CLI builds it) on a registry path, with the clock pinned
+    to ``FROZEN_NOW`` and a 50 ms poll interval."""
+    from tuneyard.tui.app import make_app
+
+    def make(path: Path, **kwargs):
+        kwargs.setdefault("clock", lambda: datetime.fromisoformat(FROZEN_NOW))
+        kwargs.setdefault("poll_interval_s", 0.05)
+        return make_app(path, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def wait_for():
+    """``await wait_for(pilot, predicate, timeout_s=10)``: pause the app until ``predicate()``
+    is true (e.g. ``lambda: pilot.app.screen.polls > 0``); fails the test on timeout."""
+    import asyncio
+    import time
+
+    async def wait(pilot, predicate, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s} s waiting for {predicate}")
+            await pilot.pause(0.02)
+            await asyncio.sleep(0)
+
+    return wait

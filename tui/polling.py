@@ -32,14 +32,31 @@ class Polled(Message):
 
 class Polling:
     """Mixin for a ``Screen``: call :meth:`start_polling` in ``on_mount``; implement
-    :meth:`fetch` (worker thread: read the registry, return plain data) and handle
-    ``on_polled`` (UI thread: render ``message.data``)."""
+    :meth:`fetch` (worker thread: read the registry, return plain data) and :meth:`show`
+    (UI thread: render it). ``polls`` counts the results shown (tests wait on it)."""
 
     _wake: threading.Event
+    polls: int = 0
 
     def fetch(self, registry: Registry) -> Any:
         """Read what the screen shows. Runs in the worker thread; must not touch widgets."""
         raise NotImplementedError
+
+    def show(self, data: Any) -> None:
+        """Render ``data`` from :meth:`fetch` (``None``: no registry yet). UI thread."""
+        raise NotImplementedError
+
+    def show_error(self, error: str) -> None:
+        """Render a registry error (the default notifies it once). UI thread."""
+        self.notify(error, title="registry", severity="error")  # type: ignore[attr-defined]
+
+    def on_polled(self, message: Polled) -> None:
+        message.stop()
+        if message.error:
+            self.show_error(message.error)
+        else:
+            self.show(message.data)
+        self.polls += 1
 
     def start_polling(self) -> None:
         self._wake = threading.Event()
