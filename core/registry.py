@@ -215,10 +215,10 @@ class Registry:
 
     def metrics_since(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
         """Metric rows of a run written after row id ``after`` (``id``, ``step``, ``name``,
-        ``value``), oldest first: a poller passes the last ``id`` it saw to read only what
-        is new."""
+        ``value``, ``at``), oldest first: a poller passes the last ``id`` it saw to read only
+        what is new."""
         return list(self.db.query(
-            "SELECT rowid AS id, step, name, value FROM metrics WHERE run_id = ? AND rowid > ?"
+            "SELECT rowid AS id, step, name, value, at FROM metrics WHERE run_id = ? AND rowid > ?"
             " ORDER BY rowid", [run_id, after]))
 
     def system_metrics_since(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:

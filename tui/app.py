@@ -48,6 +48,7 @@ class TuneyardApp(App):
         self.registry_path = Path(registry_path).resolve()
         self.poll_interval_s = poll_interval_s
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.marked: set[str] = set()  # run ids marked for Compare (space on the Runs screen)
         self.sub_title = str(registry_path)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
