@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import click
@@ -69,10 +70,10 @@ def cli(ctx: click.Context, registry: str | None, debug: bool) -> None:
       tuneyard --registry other.db runs list   (global options go before the command)
     """
     ctx.obj = {"registry": registry, "debug": debug}
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING, format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_time=False, show_path=debug)],
-    )
+    handler = RichHandler(console=err_console, show_time=False, show_path=debug,
+                          level=logging.DEBUG if debug else logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s",
+                        handlers=[handler])
     if ctx.invoked_subcommand is None:
         if "tui" in cli.commands and sys.stdin.isatty() and sys.stdout.isatty():
             ctx.invoke(cli.commands["tui"])  # the TUI plugin's command
@@ -109,7 +110,8 @@ def run(spec_path: str, overrides: tuple[str, ...], detach: bool) -> None:
     if detach:
         pid = launch_detached(run_id, registry, out)
         click.echo(run_id)
-        err_console.print(f"started run {run_id} (pid {pid}); log: {out / 'run.log'}")
+        err_console.print(f"started run {run_id} (pid {pid}); log: {out / 'run.log'}; "
+                          f"watch it: tuneyard tui")
         return
     from tuneyard.core.runner import execute
 
@@ -117,6 +119,31 @@ def run(spec_path: str, overrides: tuple[str, ...], detach: bool) -> None:
     with RichProgress(spec.training.max_steps) as progress:
         execute(registry, run_id, progress)
     show_run(registry, run_id)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--detach", is_flag=True, help="Resume in the background.")
+@handle_errors
+def resume(run_ref: str, detach: bool) -> None:
+    """Continue a stopped, interrupted or failed RUN from its last checkpoint."""
+    from tuneyard.core.engine import launch_detached
+    from tuneyard.core.runner import execute, resume_checkpoint
+
+    registry = open_registry()
+    run = registry.get_run(run_ref)
+    checkpoint = resume_checkpoint(registry, run)
+    out = Path(run["output_dir"])
+    if detach:
+        pid = launch_detached(run["id"], registry, out, resume=True)
+        click.echo(run["id"])
+        err_console.print(f"resumed run {run['id']} from {checkpoint.name} (pid {pid}); "
+                          f"log: {out / 'run.log'}")
+        return
+    err_console.print(f"run [bold]{run['id']}[/] resumes from {checkpoint}")
+    with RichProgress(run["max_steps"]) as progress:
+        execute(registry, run["id"], progress, resume=True)
+    show_run(registry, run["id"])
 
 
 @cli.command("eval")
@@ -166,6 +193,44 @@ class RichProgress:
         self.bar.update(self.task, completed=step, total=total, info=info)
 
 
+# -- data ----------------------------------------------------------------------------------
+@cli.group()
+def data() -> None:
+    """Look at a spec's dataset as the model will see it."""
+
+
+@data.command("preview")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--rows", "n_rows", type=click.IntRange(min=1), default=3, show_default=True,
+              help="How many rows, from the top.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a spec key (as for tuneyard run).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the TUI's).")
+@handle_errors
+def data_preview(spec_path: str, n_rows: int, overrides: tuple[str, ...], as_json: bool) -> None:
+    """The first rows of SPEC's dataset, formatted and tokenized as training sees them; the
+    tokens the loss is taken on (labels) are highlighted."""
+    from rich.text import Text
+
+    from tuneyard.core.plugins import get_plugins
+    from tuneyard.core.runner import preview_data, quiet_libraries
+    from tuneyard.core.spec import load_spec
+
+    quiet_libraries()
+    preview = preview_data(load_spec(spec_path, list(overrides)), get_plugins(), n_rows)
+    if as_json:
+        click.echo(json.dumps(preview))
+        return
+    console.print(f"[bold]{preview['source']}[/]: {preview['total_rows']:,} rows, format "
+                  f"{preview['format']}; [reverse green]trained tokens[/] are the labels")
+    for i, row in enumerate(preview["rows"]):
+        text = Text()
+        for tok in row["tokens"]:
+            text.append(tok["text"], style="reverse green" if tok["trained"] else "dim")
+        console.rule(f"row {i}: {row['n_trained']} of {row['n_tokens']} tokens trained")
+        console.print(text)
+
+
 # -- runs ----------------------------------------------------------------------------------
 @cli.group()
 def runs() -> None:
@@ -200,6 +265,20 @@ def _status(status: str) -> str:
     colour = {"completed": "green", "running": "cyan", "failed": "red", "stopped": "yellow",
               "interrupted": "magenta"}.get(status, "white")
     return f"[{colour}]{status}[/]"
+
+
+@runs.command("stop")
+@click.argument("run_ref", metavar="RUN")
+@handle_errors
+def runs_stop(run_ref: str) -> None:
+    """Ask a running RUN to stop: it saves a checkpoint at its next step and ends `stopped`
+    (resume it with `tuneyard resume RUN`)."""
+    registry = open_registry()
+    run = registry.get_run(run_ref)
+    if not registry.request_stop(run["id"]):
+        raise TuneyardError(f"run {run['id']} is {run['status']}; only a queued or running run "
+                            "can be stopped")
+    err_console.print(f"asked run {run['id']} to stop; it checkpoints at its next step")
 
 
 @runs.command("show")

@@ -117,15 +117,16 @@ def create_run(spec: RunSpec, registry: Registry) -> tuple[str, Path]:
     return run_id, out
 
 
-def launch_detached(run_id: str, registry: Registry, out: Path) -> int:
-    """Start ``python -m tuneyard.core.runner RUN_ID`` in a new session; output goes to
-    ``<out>/run.log``. Returns the process id."""
+def launch_detached(run_id: str, registry: Registry, out: Path, resume: bool = False) -> int:
+    """Start ``python -m tuneyard.core.runner RUN_ID [--resume]`` in a new session (so closing
+    the terminal or the TUI does not stop it). The run logs to ``<out>/run.log``; its stdout
+    and stderr (warnings, tracebacks) go to ``<out>/console.log``. Returns the process id."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "run.log", "ab") as log:
+    with open(out / "console.log", "ab") as console:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tuneyard.core.runner", run_id,
-             "--registry", str(registry.path.resolve())],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+             "--registry", str(registry.path.resolve()), *(["--resume"] if resume else [])],
+            stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     registry.update_run(run_id, pid=proc.pid)

@@ -221,6 +221,10 @@ class Registry:
             "SELECT rowid AS id, step, name, value, at FROM metrics WHERE run_id = ? AND rowid > ?"
             " ORDER BY rowid", [run_id, after]))
 
+    def delete_metrics_after(self, run_id: str, step: int) -> None:
+        """Drop a run's metric rows after ``step`` (a resumed run logs those steps again)."""
+        self.db.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", [run_id, step])
+
     def system_metrics_since(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
         """Telemetry rows of a run written after row id ``after``, oldest first (``id``,
         ``device``, ``util_pct``, ``mem_bytes``, ``mem_total_bytes``, ``power_w``,

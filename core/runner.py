@@ -8,14 +8,18 @@ writes metrics to the registry and fires the lifecycle hooks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import random
+import signal
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,7 +29,8 @@ import yaml
 from tuneyard.core.components import EvalContext, Example
 from tuneyard.core.engine import Composition, compose
 from tuneyard.core.errors import DataError, PluginError, TuneyardError
-from tuneyard.core.formats import PadCollator, pack, resolve_columns, to_examples, tokenize_all
+from tuneyard.core.formats import (IGNORE_INDEX, PadCollator, pack, resolve_columns, to_examples,
+                                   tokenize, tokenize_all)
 from tuneyard.core.plugins import Plugins, get_plugins
 from tuneyard.core.registry import Registry, now
 from tuneyard.core.spec import EvaluatorSpec, RunSpec
@@ -41,7 +46,7 @@ class Progress(Protocol):
 
 
 class LogProgress:
-    """Progress as log lines (detached runs write them to ``run.log``)."""
+    """Progress as log lines (every run writes them to ``<output_dir>/run.log``)."""
 
     def phase(self, text: str) -> None:
         log.info(text)
@@ -49,6 +54,21 @@ class LogProgress:
     def step(self, step: int, total: int, metrics: dict[str, float]) -> None:
         log.info("step %d/%d %s", step, total,
                  " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+
+class Fanout:
+    """Report progress to several places (the run's log, and the CLI's progress bar)."""
+
+    def __init__(self, *targets: Progress) -> None:
+        self.targets = targets
+
+    def phase(self, text: str) -> None:
+        for t in self.targets:
+            t.phase(text)
+
+    def step(self, step: int, total: int, metrics: dict[str, float]) -> None:
+        for t in self.targets:
+            t.step(step, total, metrics)
 
 
 @dataclass
@@ -185,46 +205,160 @@ def load_model(comp: Composition, progress: Progress) -> tuple[Any, Any]:
                    task=comp.strategy.task, dtype=torch.float32)
 
 
-def execute(registry: Registry, run_id: str, progress: Progress | None = None) -> str:
+def execute(registry: Registry, run_id: str, progress: Progress | None = None,
+            resume: bool = False) -> str:
     """Run ``run_id`` to its end in this process and return its final status.
 
-    The run row is ``running`` while it trains, then ``completed``; on an exception it is
-    ``failed`` with the reason in ``runs.error`` and the exception propagates; on Ctrl-C it is
-    ``stopped``. Nothing else in the registry is touched.
+    The run row is ``running`` while it trains, then ``completed``. A stop request
+    (``tuneyard runs stop``, the TUI, or SIGTERM) saves a checkpoint at the next step and ends
+    it ``stopped``; on an exception it is ``failed`` with the reason in ``runs.error`` and the
+    exception propagates; on Ctrl-C it is ``stopped`` (no checkpoint). With ``resume`` the run
+    continues from its last checkpoint (see :func:`resume_checkpoint`). Log lines go to
+    ``<output_dir>/run.log``; device telemetry is sampled every
+    ``training.telemetry_interval_s`` seconds in a background thread.
     """
-    progress = progress or LogProgress()
     quiet_libraries()
     plugins = get_plugins()
     run = registry.get_run(run_id)
+    checkpoint = resume_checkpoint(registry, run) if resume else None
+    out = Path(run["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    file_log = logging.FileHandler(out / "run.log", encoding="utf-8")
+    file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    pkg_log = logging.getLogger("tuneyard")
+    pkg_log.addHandler(file_log)
+    pkg_log.setLevel(logging.INFO)
+    progress = Fanout(LogProgress(), *([progress] if progress else []))
     registry.update_run(run_id, status="running", pid=os.getpid(), started_at=now(),
-                        heartbeat_at=now(), plugin_versions=plugins.versions())
+                        heartbeat_at=now(), plugin_versions=plugins.versions(), ended_at=None,
+                        error=None, stop_requested_at=None)
     registry.sync_plugins(plugins)
+    telemetry = Telemetry(registry.path, run_id, plugins, run["spec"])
+    telemetry.start()
+    stop = StopRequest(registry, run_id)
     status, error = "failed", None
     try:
-        _train(registry, plugins, run, progress)
-        status = "completed"
+        with stop.on_sigterm():
+            status = _train(registry, plugins, run, progress, stop, checkpoint)
     except KeyboardInterrupt:
         status, error = "stopped", "interrupted by the user (Ctrl-C)"
         raise
     except Exception as exc:
         error = str(exc) if isinstance(exc, TuneyardError) else f"{type(exc).__name__}: {exc}"
+        log.error("run %s failed: %s", run_id, error)
         raise
     finally:
+        telemetry.stop()
         registry.update_run(run_id, status=status, error=error, ended_at=now())
         plugins.fire("on_run_end", run_id=run_id, status=status, error=error)
+        log.info("run %s %s", run_id, status)
+        pkg_log.removeHandler(file_log)
+        file_log.close()
     return status
 
 
-def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], progress: Progress) -> None:
+def resume_checkpoint(registry: Registry, run: dict[str, Any]) -> Path:
+    """The latest Trainer checkpoint (``checkpoints/checkpoint-N``, with optimizer, scheduler
+    and RNG state) a run can resume from.
+
+    Raises:
+        TuneyardError: the run is not stopped, interrupted or failed, or it has no checkpoint
+            folder left on disk.
+    """
+    if run["status"] not in ("stopped", "interrupted", "failed"):
+        raise TuneyardError(f"run {run['id']} is {run['status']}; only a stopped, interrupted "
+                            "or failed run can be resumed")
+    for ckpt in reversed(registry.checkpoints(run["id"])):
+        path = Path(ckpt["path"])
+        if path.name.startswith("checkpoint-") and (path / "trainer_state.json").is_file():
+            return path
+    raise TuneyardError(f"run {run['id']} has no checkpoint to resume from (it saves one every "
+                        "training.save_steps steps and when stopped); start it again with "
+                        "tuneyard run")
+
+
+class StopRequest:
+    """Whether the run was asked to stop: by SIGTERM, or by ``runs.stop_requested_at`` (one
+    primary-key read per step, negligible next to a step). The training callback only reads
+    it; the Trainer's loop saves a checkpoint and ends (the transformers ``TrainerCallback``
+    contract: callbacks set flags)."""
+
+    def __init__(self, registry: Registry, run_id: str) -> None:
+        self.registry, self.run_id = registry, run_id
+        self.signalled = threading.Event()
+
+    def __bool__(self) -> bool:
+        if not self.signalled.is_set() and self.registry.stop_requested(self.run_id):
+            self.signalled.set()
+        return self.signalled.is_set()
+
+    @contextlib.contextmanager
+    def on_sigterm(self) -> Iterator[None]:
+        """Turn SIGTERM into a stop request while training (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, lambda *_: self.signalled.set())
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Telemetry:
+    """Samples every device monitor every ``training.telemetry_interval_s`` seconds (0 = off)
+    into ``system_metrics``, from a daemon thread with its own registry connection, for the
+    whole run (loading, training, evaluation). A failing monitor is logged once and skipped:
+    telemetry never stops a run."""
+
+    def __init__(self, registry_path: Path, run_id: str, plugins: Plugins, spec: dict) -> None:
+        self.path, self.run_id = registry_path, run_id
+        self.interval_s = RunSpec.model_validate(spec).training.telemetry_interval_s
+        self.monitors = [info.cls(info.cls.Options())
+                         for info in plugins.components["device-monitor"].values()]
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="tuneyard-telemetry", daemon=True)
+
+    def start(self) -> None:
+        if self.interval_s > 0 and self.monitors:
+            self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        registry = Registry(self.path, create=False)
+        failed: set[str] = set()
+        while not self.done.is_set():
+            samples = []
+            for mon in self.monitors:
+                try:
+                    samples += [vars(s) for s in mon.sample()]
+                except Exception as exc:
+                    if mon.name not in failed:
+                        failed.add(mon.name)
+                        log.warning("device monitor %s failed: %s", mon.name, exc)
+            try:
+                registry.add_system_metrics(self.run_id, samples)
+            except Exception as exc:
+                log.warning("could not record device telemetry: %s", exc)
+            self.done.wait(self.interval_s)
+
+
+def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], progress: Progress,
+           stop: StopRequest, checkpoint: Path | None) -> str:
+    """Train (from ``checkpoint`` when resuming) and evaluate; ``completed`` or ``stopped``."""
     from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
     run_id, out = run["id"], Path(run["output_dir"])
     spec = RunSpec.model_validate(run["spec"])
     comp = compose(spec, plugins)
     t = spec.training
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.yaml").write_text(yaml.safe_dump(run["spec"], sort_keys=False))
-    registry.add_artifact(run_id, "spec", str(out / "spec.yaml"))
+    if checkpoint is None:
+        (out / "spec.yaml").write_text(yaml.safe_dump(run["spec"], sort_keys=False))
+        registry.add_artifact(run_id, "spec", str(out / "spec.yaml"))
     set_seed(t.seed)
 
     rows = load_rows(comp, progress)
@@ -242,7 +376,8 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], progress: 
                     model)
     model.to(comp.device)
     plugins.fire("on_run_start", run_id=run_id, spec=run["spec"], output_dir=str(out))
-    evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "base", progress)
+    if not any(e["checkpoint"] == "base" for e in registry.evaluations(run_id)):
+        evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "base", progress)
 
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"), max_steps=t.max_steps,
@@ -256,12 +391,19 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], progress: 
         report_to=[], disable_tqdm=True, remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
     )
-    callback = RegistryCallback(registry, plugins, run_id, progress)
+    callback = RegistryCallback(registry, plugins, run_id, progress, stop)
     trainer = Trainer(model=model, args=args, train_dataset=data.train_rows,
                       data_collator=data.collator, callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
+    if checkpoint is not None:
+        step = int(checkpoint.name.removeprefix("checkpoint-"))
+        registry.delete_metrics_after(run_id, step)  # the resumed run logs them again
+        progress.phase(f"resuming from step {step}")
     progress.phase("training")
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if stop and trainer.state.global_step < t.max_steps:
+        progress.phase(f"stopped at step {trainer.state.global_step} (checkpoint saved)")
+        return "stopped"
 
     final = out / "final"
     trainer.save_model(str(final))
@@ -271,6 +413,7 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], progress: 
     registry.add_artifact(run_id, comp.strategy.saves, str(final))
     plugins.fire("on_checkpoint_saved", run_id=run_id, step=step, path=str(final))
     evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "final", progress)
+    return "completed"
 
 
 def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
@@ -307,25 +450,31 @@ def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
     return evaluate(comp, plugins, registry, run["id"], model, tokenizer, data, "final", progress)
 
 
-def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress: Progress
-                     ) -> Any:
-    """A ``TrainerCallback`` that records each logged step and checkpoint.
+def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress: Progress,
+                     stop: StopRequest) -> Any:
+    """A ``TrainerCallback`` that records each logged step and checkpoint, and passes on a
+    stop request.
 
     Per logged step it writes ``loss``, ``learning_rate``, ``grad_norm``, ``epoch`` and
     ``tokens_per_s`` (non-padding input tokens per second of wall time since the previous log)
-    in one registry transaction, samples the device monitors (at most once a second) and fires
-    ``on_step_end``. It only records: the Trainer's loop does the work.
+    in one registry transaction and fires ``on_step_end``. When ``stop`` is set it asks the
+    Trainer to save a checkpoint and end after this step. It only records and sets flags: the
+    Trainer's loop does the work.
     """
     from transformers import TrainerCallback
-
-    monitors = [info.cls(info.cls.Options()) for info in
-                plugins.components["device-monitor"].values()]
 
     class _Callback(TrainerCallback):
         def __init__(self) -> None:
             self.last_time = time.perf_counter()
             self.last_tokens = 0
-            self.last_sample = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last_tokens = int(state.num_input_tokens_seen)  # nonzero when resuming
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if stop:
+                control.should_save = True
+                control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
@@ -338,9 +487,6 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
             metrics["tokens_per_s"] = (tokens - self.last_tokens) / max(t - self.last_time, 1e-9)
             self.last_time, self.last_tokens = t, tokens
             registry.add_metrics(run_id, state.global_step, metrics)
-            if t - self.last_sample >= 1.0:
-                self.last_sample = t
-                self._sample()
             plugins.fire("on_step_end", run_id=run_id, step=state.global_step, metrics=metrics)
             progress.step(state.global_step, state.max_steps, metrics)
 
@@ -350,30 +496,54 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
             plugins.fire("on_checkpoint_saved", run_id=run_id, step=state.global_step,
                          path=str(path))
 
-        def _sample(self) -> None:
-            samples = []
-            for mon in monitors:
-                try:
-                    samples += [
-                        {"device": s.device, "util_pct": s.util_pct, "mem_bytes": s.mem_bytes,
-                         "power_w": s.power_w, "temp_c": s.temp_c} for s in mon.sample()]
-                except Exception as exc:  # telemetry must never stop a run
-                    log.warning("device monitor %s failed: %s", mon.name, exc)
-            registry.add_system_metrics(run_id, samples)
-
     return _Callback()
 
 
+def preview_data(spec: RunSpec, plugins: Plugins, n_rows: int = 5) -> dict[str, Any]:
+    """The first ``n_rows`` rows of a spec's dataset as the model will see them.
+
+    Loads the dataset source and the model provider's tokenizer (and model), renders the rows
+    in ``dataset.format`` and tokenizes them with ``training.max_seq_len`` as a run would.
+
+    Returns:
+        ``{"source", "format", "total_rows", "rows": [{"prompt", "completion", "n_tokens",
+        "n_trained", "tokens": [{"text", "trained"}]}]}``; ``trained`` marks label tokens
+        (those the loss is taken on), ``text`` is each token decoded on its own.
+
+    Raises:
+        DataError, PluginError, SpecError: as for a run, before anything is written.
+    """
+    progress = LogProgress()
+    comp = compose(spec, plugins)
+    rows = load_rows(comp, progress)
+    _, tokenizer = load_model(comp, progress)
+    head = rows.select(range(min(n_rows, len(rows))))
+    shown = []
+    for ex in to_examples(head, spec.dataset.format, spec.dataset.columns, tokenizer):
+        tok = tokenize(ex, tokenizer, spec.training.max_seq_len)
+        tokens = [{"text": tokenizer.decode([i]), "trained": label != IGNORE_INDEX}
+                  for i, label in zip(tok["input_ids"], tok["labels"], strict=True)]
+        shown.append({"prompt": ex.prompt, "completion": ex.completion, "n_tokens": len(tokens),
+                      "n_trained": sum(t["trained"] for t in tokens), "tokens": tokens})
+    return {"source": spec.dataset.source, "format": spec.dataset.format,
+            "total_rows": len(rows), "rows": shown}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of a detached run process. Exit code 0 completed, 1 failed, 2 user error."""
+    """Entry point of a detached run process. Exit code 0 completed or stopped, 1 failed,
+    2 user error. Log lines go to ``<output_dir>/run.log``; warnings and errors also to stderr
+    (the launcher's ``console.log``)."""
     parser = argparse.ArgumentParser(prog="python -m tuneyard.core.runner")
     parser.add_argument("run_id")
     parser.add_argument("--registry", default=None)
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     a = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stderr = logging.StreamHandler()
+    stderr.setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        handlers=[stderr])
     try:
-        status = execute(Registry(a.registry, create=False), a.run_id)
-        log.info("run %s %s", a.run_id, status)
+        execute(Registry(a.registry, create=False), a.run_id, resume=a.resume)
     except TuneyardError as exc:
         log.error("%s", exc)
         return 2

@@ -105,6 +105,9 @@ class TrainingSpec(_Strict):
         None, gt=0, description="checkpoint every N steps (None = only at the end)"
     )
     eval_batch_size: int = Field(8, gt=0)
+    telemetry_interval_s: float = Field(
+        1.0, ge=0, description="seconds between device telemetry samples (0 = off)"
+    )
 
 
 @dataclass

@@ -42,7 +42,7 @@ TRAINING_KEYS = (
     "(valid: max_steps, micro_batch_size, gradient_accumulation_s"
     "teps, learning_rate, lr_scheduler, warmup_steps, weight_deca"
     "y, max_grad_norm, max_seq_len, seed, precision, device, logg"
-    "ing_steps, save_steps, eval_batch_size)")
+    "ing_steps, save_steps, eval_batch_size, telemetry_interval_s)")
 
 
 def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:

@@ -1,0 +1,40 @@
+"""``tuneyard data preview``: the first rows as training sees them, labels marked."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from tuneyard.core.cli import cli
+
+
+def test_preview_marks_exactly_the_answer_and_eos_as_trained(qa_jsonl, make_spec):
+    spec = make_spec(qa_jsonl)
+    result = CliRunner().invoke(cli, ["data", "preview", str(spec), "--rows", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    preview = json.loads(result.stdout)
+    assert (preview["source"], preview["format"], preview["total_rows"]) == (
+        "jsonl", "instruction", 40)
+    first, second = preview["rows"]
+    assert first["prompt"].endswith("define the word cat<|im_end|>\n<|im_start|>assistant\n")
+    assert first["completion"] == "a small animal"
+    text = "".join(t["text"] for t in first["tokens"])
+    trained = "".join(t["text"] for t in first["tokens"] if t["trained"])
+    assert text == first["prompt"] + "a small animal<|im_end|>"
+    assert trained == "a small animal<|im_end|>"
+    assert first["n_trained"] == sum(t["trained"] for t in first["tokens"])
+    assert first["n_tokens"] == len(first["tokens"])
+    assert second["completion"] == "a domesticated animal"
+
+
+def test_preview_for_people_and_its_errors(qa_jsonl, make_spec, tmp_path):
+    spec = make_spec(qa_jsonl)
+    result = CliRunner().invoke(cli, ["data", "preview", str(spec), "--rows", "1"])
+    assert result.exit_code == 0, result.output
+    assert "jsonl: 40 rows, format instruction" in result.output
+    assert "row 0: " in result.output and "tokens trained" in result.output
+    result = CliRunner().invoke(cli, ["data", "preview", str(spec), "--set",
+                                      f"dataset.options.path={tmp_path / 'missing.jsonl'}"])
+    assert result.exit_code == 2
+    assert "missing.jsonl" in result.output
