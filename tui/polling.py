@@ -1,15 +1,17 @@
 """Registry polling off the UI thread.
 
-A screen that shows registry data mixes in :class:`Polling`: one long-lived thread worker per
-screen reads the registry (its own SQLite connection, one poll at a time, at most once per
-``interval_s``) and posts the result as a :class:`Polled` message; the UI thread only renders
-it. Because the next poll starts only after the previous one has been posted, a slow registry
-never piles up work, and a burst of writes costs one read per interval whatever its size
-(the pattern of Textualize/toolong and posting).
+A screen that shows registry data mixes in :class:`Polling`: while the screen is shown, one
+thread worker reads the registry (its own SQLite connection, one poll at a time, at most once
+per ``app.poll_interval_s``) and posts the result as a :class:`Polled` message; the UI thread
+only renders it. The next poll starts only after the previous one has been posted, so a slow
+registry never piles up work and a burst of writes costs one read per interval whatever its
+size (the pattern of Textualize/toolong and posting). A screen covered by another stops
+polling until it is shown again.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from tuneyard.core.registry import Registry
 
 
 class Polled(Message):
-    """A poll's result (``data``), or the registry error that stopped it (``error``)."""
+    """A poll's result (``data``), or the error that stopped it (``error``)."""
 
     def __init__(self, data: Any = None, error: str | None = None) -> None:
         super().__init__()
@@ -31,12 +33,12 @@ class Polled(Message):
 
 
 class Polling:
-    """Mixin for a ``Screen``: call :meth:`start_polling` in ``on_mount``; implement
-    :meth:`fetch` (worker thread: read the registry, return plain data) and :meth:`show`
-    (UI thread: render it). ``polls`` counts the results shown (tests wait on it)."""
+    """Mixin for a ``Screen``: implement :meth:`fetch` (worker thread: read the registry,
+    return plain data) and :meth:`show` (UI thread: render it). Polling runs while the screen
+    is shown; ``polls`` counts the results shown (tests wait on it)."""
 
-    _wake: threading.Event
     polls: int = 0
+    _wake: threading.Event | None = None
 
     def fetch(self, registry: Registry) -> Any:
         """Read what the screen shows. Runs in the worker thread; must not touch widgets."""
@@ -47,7 +49,7 @@ class Polling:
         raise NotImplementedError
 
     def show_error(self, error: str) -> None:
-        """Render a registry error (the default notifies it once). UI thread."""
+        """Render an error raised by :meth:`fetch` (default: a notification). UI thread."""
         self.notify(error, title="registry", severity="error")  # type: ignore[attr-defined]
 
     def on_polled(self, message: Polled) -> None:
@@ -58,16 +60,28 @@ class Polling:
             self.show(message.data)
         self.polls += 1
 
-    def start_polling(self) -> None:
+    def on_screen_resume(self) -> None:
         self._wake = threading.Event()
-        self._poll_loop()
+        self._poll_loop(self._wake)
+
+    def on_screen_suspend(self) -> None:
+        self._stop_polling()
+
+    def on_unmount(self) -> None:
+        self._stop_polling()
+
+    def _stop_polling(self) -> None:
+        self.workers.cancel_group(self, "poll")  # type: ignore[attr-defined]
+        if self._wake:
+            self._wake.set()  # end the worker's wait now, not after the interval
 
     def poll_now(self) -> None:
         """Poll at once instead of waiting for the interval (after a user action)."""
-        self._wake.set()
+        if self._wake:
+            self._wake.set()
 
     @work(thread=True, exclusive=True, group="poll")
-    def _poll_loop(self) -> None:
+    def _poll_loop(self, wake: threading.Event) -> None:
         worker = get_current_worker()
         app: Any = self.app  # type: ignore[attr-defined]
         registry = None
@@ -76,13 +90,15 @@ class Polling:
                 if registry is None:
                     registry = open_registry(app.registry_path)
                 msg = Polled(data=self.fetch(registry) if registry else None)
-            except (TuneyardError, OSError) as exc:
-                registry, msg = None, Polled(error=str(exc))
+            except (sqlite3.Error, OSError) as exc:
+                registry, msg = None, Polled(error=f"{app.registry_path}: {exc}")
+            except TuneyardError as exc:
+                msg = Polled(error=str(exc))
             if worker.is_cancelled:
                 break
             self.post_message(msg)  # type: ignore[attr-defined]
-            self._wake.wait(app.poll_interval_s)
-            self._wake.clear()
+            wake.wait(app.poll_interval_s)
+            wake.clear()
 
 
 def open_registry(path: Path) -> Registry | None:

@@ -32,7 +32,7 @@ class Series:
 
     def points(self) -> tuple[list[float], list[float]]:
         """At most ``capacity`` (+1) points spanning the whole curve, latest point included."""
-        step = max(1, len(self.steps) // self.capacity)
+        step = max(1, -(-len(self.steps) // self.capacity))  # ceil: ≤ capacity points
         xs, ys = self.steps[::step], self.values[::step]
         if self.last and (not xs or xs[-1] != self.last[0]):
             xs, ys = xs + [self.last[0]], ys + [self.last[1]]

@@ -1,0 +1,69 @@
+"""Benchmark: TUI startup to first frame on a registry with 1,000 runs (issue #3: < 1 s).
+
+    python bench/tui_startup.py [--runs 1000] [--repeat 5]
+
+Each repeat starts a fresh Python process that imports the TUI, builds the app the way
+``tuneyard tui`` does (``tuneyard.tui.command.open_app``) and runs it headless. Two times are measured from the process's own start
+(``psutil.Process().create_time()``, so interpreter start-up and imports count):
+``first frame`` (the Runs screen is mounted and painted) and ``runs shown`` (the first registry
+poll is in the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD = r"""
+import json, sys, time
+import psutil
+born = psutil.Process().create_time()
+from tuneyard.tui.command import open_app
+app = open_app(sys.argv[1])
+marks = {}
+def check():
+    screen = app.screen
+    marks.setdefault("first_frame_s", time.time() - born)
+    if getattr(screen, "polls", 0):
+        marks["runs_shown_s"] = time.time() - born
+        marks["rows"] = screen.query_one("DataTable").row_count
+        app.exit()
+app.call_after_refresh(lambda: app.set_interval(0.005, check))
+app.run(headless=True, size=(120, 40))
+print(json.dumps(marks))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=5)
+    a = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from seed import seed, size
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "registry.db"
+        t = time.perf_counter()
+        seed(path, a.runs)
+        print(f"seeded {a.runs} runs ({size(path)}) in {time.perf_counter() - t:.1f} s")
+        results = []
+        for _ in range(a.repeat):
+            out = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True,
+                                 text=True, check=True)
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        assert all(r["rows"] == a.runs for r in results), results
+        for key in ("first_frame_s", "runs_shown_s"):
+            values = [r[key] for r in results]
+            print(f"{key}: median {statistics.median(values):.3f} s, "
+                  f"max {max(values):.3f} s over {a.repeat} starts")
+
+
+if __name__ == "__main__":
+    main()

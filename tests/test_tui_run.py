@@ -1,0 +1,272 @@
+"""The Run screen: header and progress, curves fed incrementally, devices, evaluations, log,
+spec, and the stop/resume/evaluate/compare actions."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import timedelta
+
+import pytest
+from rich.console import Console
+from textual.widgets import DataTable, Log, ProgressBar, Static, TabbedContent
+
+from tuneyard.core.registry import Registry
+from tuneyard.tui import actions
+from tuneyard.tui.format import parse_time
+from tuneyard.tui.screens.run import ConfirmStop, RunScreen, tail
+from tuneyard.tui.screens.runs import RunsScreen
+from tuneyard.tui.series import Series
+from tuneyard.tui.widgets.device import NO_GPU, DevicePanel
+
+
+def plain(widget: Static) -> str:
+    """A Static's content as plain text, trailing spaces dropped."""
+    console = Console(width=120, file=io.StringIO(), record=True)
+    console.print(widget.content)
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines())
+
+
+async def open_run(app, pilot, wait_for, run_id: str) -> RunScreen:
+    app.open_run(run_id)
+    await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.polls > 0)
+    return app.screen
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """``notes(app)``: the list the app's notifications go to, as (message, severity)."""
+
+    def install(app) -> list[tuple[str, str]]:
+        seen: list[tuple[str, str]] = []
+        monkeypatch.setattr(app, "notify", lambda message, severity="information", **kw:
+                            seen.append((message, severity)))
+        return seen
+
+    return install
+
+
+async def test_running_run(seeded_registry, tui_app, wait_for):
+    app = tui_app(seeded_registry)
+    out = seeded_registry.parent / "run-e"
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_run(app, pilot, wait_for, "run-e")
+        assert plain(screen.query_one("#head")) == (
+            "wordnet-lora-long  run-e  running  on cuda\n"
+            "model SmolLM2-135M-Instruct.Q4_1.gguf · strategy lora · dataset wordnet")
+        bar = screen.query_one("#progress-bar", ProgressBar)
+        assert (bar.progress, bar.total) == (25, 100)
+        # every seeded step has the same time: no steps/s, so no ETA
+        assert str(screen.query_one("#rate").content) == "step 25/100 · 2,250 tok/s"
+
+        panel = screen.query_one(DevicePanel)
+        rows = [re.split(r" {2,}", re.sub(r"[━╺╸]+", "", line))  # bars dropped
+                for line in plain(panel.query_one("#gpus")).splitlines()]
+        assert rows == [["device", "util", "memory", "power", "temp"],
+                        ["cuda:0", "91%", "40.0 GiB / 141.0 GiB (28%)", "450 W", "61 °C"],
+                        ["cuda:1", "89%", "38.0 GiB / 141.0 GiB (27%)", "430 W", "59 °C"]]
+        assert str(panel.query_one("#cpu").content) == (
+            "CPU 12.5% · run process RSS 3.0 GiB of 24.0 GiB RAM")
+        assert str(panel.query_one("#sampled").content) == "latest sample 2026-11-01 11:50 UTC"
+
+        assert str(screen.query_one("#eval-note").content) == "No evaluations yet."
+        assert "training:\n  max_steps: 100\n  learning_rate: 0.001" in plain(
+            screen.query_one("#spec-view"))
+        log = screen.query_one("#log-view", Log)
+        assert log.lines == [f"no log yet ({out}/run.log)"]
+        out.mkdir()
+        (out / "run.log").write_text("".join(f"line {i}\n" for i in range(300)))
+        await wait_for(pilot, lambda: len(log.lines) == 200)
+        assert log.lines[0] == "line 100" and log.lines[-1] == "line 299"
+
+
+async def test_eta_and_curves_fed_incrementally_at_80x24(seeded_registry, tui_app, wait_for,
+                                                monkeypatch):
+    reg = Registry(seeded_registry)
+    start = parse_time(reg.get_run("run-e")["started_at"])
+    for step in range(1, 26):  # one step every 2 s
+        reg.db.execute("UPDATE metrics SET at = ? WHERE run_id = 'run-e' AND step = ?",
+                       [(start + timedelta(seconds=2 * step)).isoformat(), step])
+    seeded = reg.metrics("run-e", "loss")
+    reads: list[int] = []
+    since = Registry.metrics_since
+    monkeypatch.setattr(Registry, "metrics_since", lambda self, run_id, after=0:
+                        reads.append(after) or since(self, run_id, after))
+    app = tui_app(seeded_registry)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_run(app, pilot, wait_for, "run-e")
+        plot = screen.query_one("#loss").region  # usable at 80×24
+        assert plot.width >= 38 and plot.height >= 15
+        assert screen.steps_per_s() == pytest.approx(0.5)
+        assert str(screen.query_one("#rate").content) == (
+            "step 25/100 · ETA 2:30 · 2,250 tok/s")  # 75 steps left at 0.5 steps/s
+        loss = screen.series["loss"]
+        assert len(loss) == len(seeded) == 25
+        assert loss.points() == ([s for s, _ in seeded], [v for _, v in seeded])
+        assert screen.query_one("#lr").curves["learning rate"][0] == list(range(1, 26))
+
+        reg.add_metrics("run-e", 26, {"loss": 1.5, "learning_rate": 7.4e-4})
+        await wait_for(pilot, lambda: len(loss) == 26)
+        polls = screen.polls
+        await wait_for(pilot, lambda: screen.polls >= polls + 3)
+        assert len(loss) == 26 and loss.last == (26, 1.5)  # each row read once
+        assert screen.query_one("#loss").curves["train loss"][0][-1] == 26
+        assert screen.query_one("#progress-bar", ProgressBar).progress == 26
+        assert reads[0] == 0 and reads[-1] > 0 and sorted(reads) == reads
+
+
+async def test_completed_run(seeded_registry, tui_app, wait_for, notes, monkeypatch):
+    calls: list[tuple] = []
+    monkeypatch.setattr(actions, "evaluate", lambda *args: calls.append(args) or 4242)
+    app = tui_app(seeded_registry)
+    seen = notes(app)
+    out = seeded_registry.parent / "run-a"
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_run(app, pilot, wait_for, "run-a")
+        table = screen.query_one("#eval-table", DataTable)
+        assert [table.get_row_at(i) for i in range(table.row_count)] == [
+            ["perplexity", "perplexity", "43", "15", "-28 (-65.1%)"],
+            ["perplexity", "eval_loss", "3.761", "2.708", "-1.053 (-28.0%)"],
+        ]
+        xs, ys = screen.query_one("#loss").curves["eval loss"]  # base at 0, final at 40
+        assert xs == [0, 40] and ys == pytest.approx([3.7612, 2.7081], abs=1e-4)
+        panel = screen.query_one(DevicePanel)
+        assert plain(panel.query_one("#gpus")) == NO_GPU
+        assert str(panel.query_one("#cpu").content) == "No CPU sample yet."
+
+        await pilot.press("s", "u", "c")
+        assert app.screen is screen
+        assert [message for message, _ in seen] == [
+            "smollm2-wordnet-lora is completed: only a running or queued run can be stopped",
+            ("smollm2-wordnet-lora is completed: only a stopped, interrupted or failed run can"
+             " be resumed"),
+            "mark runs with space on the Runs screen",
+        ]
+        assert {severity for _, severity in seen} == {"warning"}
+        await pilot.press("e")
+        await wait_for(pilot, lambda: len(seen) == 4)
+        evaluating = (f"evaluating smollm2-wordnet-lora (pid 4242); results appear under "
+                      f"Evaluations, output in {out}/eval.log")
+        assert seen[3] == (evaluating, "information")
+        assert calls == [(app.registry_path, "run-a", str(out))]
+
+
+async def test_failed_and_stopped_runs_resume(seeded_registry, tui_app, wait_for, notes,
+                                              monkeypatch):
+    Registry(seeded_registry).add_system_metrics("run-d", [
+        {"device": "cpu", "util_pct": 50.0, "mem_bytes": 2**30, "mem_total_bytes": 8 * 2**30,
+         "power_w": None, "temp_c": None}])
+    calls: list[str] = []
+
+    def resume(path, run_id):
+        calls.append(run_id)
+        if run_id == "run-c":
+            raise actions.ActionError("run-c: no checkpoint to resume from")
+
+    monkeypatch.setattr(actions, "resume", resume)
+    app = tui_app(seeded_registry)
+    seen = notes(app)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_run(app, pilot, wait_for, "run-c")
+        assert plain(screen.query_one("#head")).splitlines()[2] == (
+            "DataError: dataset: source 'text' gave 0 rows")
+        assert str(screen.query_one("#rate").content) == "step 3/200 · 2,030 tok/s"
+        await pilot.press("u")
+        await wait_for(pilot, lambda: seen)
+        assert seen == [("run-c: no checkpoint to resume from", "error")]
+        app.pop_screen()
+
+        screen = await open_run(app, pilot, wait_for, "run-d")
+        panel = screen.query_one(DevicePanel)
+        assert plain(panel.query_one("#gpus")) == NO_GPU  # CPU telemetry only
+        assert str(panel.query_one("#cpu").content) == (
+            "CPU 50.0% · run process RSS 1.0 GiB of 8.0 GiB RAM")
+        await pilot.press("u")
+        await wait_for(pilot, lambda: len(seen) == 2)
+        assert seen[1] == ("resuming qa-lora-r16 from its last checkpoint", "information")
+        assert calls == ["run-c", "run-d"]
+
+
+async def test_stop_asks_first(seeded_registry, tui_app, wait_for, notes, monkeypatch):
+    app = tui_app(seeded_registry)
+    app.marked.add("run-a")
+    seen = notes(app)
+    compared: list[list[str]] = []
+    monkeypatch.setattr(app, "open_compare", compared.append)
+    reg = Registry(seeded_registry)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_run(app, pilot, wait_for, "run-e")
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmStop)
+        await pilot.press("n")
+        assert app.screen is screen
+        await pilot.pause(0.1)
+        assert reg.get_run("run-e")["stop_requested_at"] is None
+        await pilot.press("s", "y")
+        await wait_for(pilot, lambda: "stop requested" in plain(screen.query_one("#head")))
+        assert reg.get_run("run-e")["stop_requested_at"] is not None
+        await pilot.press("e")
+        assert seen == [
+            ("stop requested: the run saves a checkpoint at its next step", "information"),
+            ("wordnet-lora-long is running: only a completed run can be evaluated", "warning")]
+        await pilot.press("c")  # this run and the marked ones
+        assert compared == [["run-a", "run-e"]]
+
+
+async def test_unknown_run_says_so(seeded_registry, tui_app, wait_for):
+    app = tui_app(seeded_registry)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.open_run("nope")
+        await wait_for(pilot, lambda: app.screen.polls > 0)
+        head = app.screen.query_one("#head")
+        assert str(head.content) == (
+            f"no run 'nope' in {seeded_registry} (see: tuneyard runs list)")
+        assert head.has_class("error") and not app.screen.query_one(TabbedContent).display
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+
+
+def test_series_stays_bounded():
+    series = Series(capacity=1000)
+    for step in range(1, 200_001):
+        series.add(step, 1.0 / step)
+    xs, ys = series.points()
+    assert len(series) == 200_000 and len(series.steps) < 2000  # memory flat
+    assert len(xs) <= 1001 and xs[0] == 1 and xs[-1] == 200_000 and ys[-1] == 1 / 200_000
+    assert xs == sorted(xs)
+
+
+def test_tail_reads_only_the_end(tmp_path):
+    path = tmp_path / "run.log"
+    path.write_text("".join(f"{i:09d}\n" for i in range(100_000)))  # 1 MB
+    assert tail(path, 3) == ["000099997", "000099998", "000099999"]
+    assert tail(path, 10**6)[0] == f"{100_000 - 256 * 1024 // 10:09d}"  # the cut line dropped
+
+
+async def open_run_e(pilot, wait_for, tab: str) -> None:
+    await open_run(pilot.app, pilot, wait_for, "run-e")
+    pilot.app.screen.query_one(TabbedContent).active = tab
+    await pilot.pause()
+
+
+def test_snapshot_run_curves(snap_compare, seeded_registry, tui_app, wait_for):
+    """run-e's monitor, Curves tab, at 100×30: "wordnet-lora-long  run-e  running  on cuda",
+    the model/strategy/dataset line, a 25% progress bar with "step 25/100 · 2,250 tok/s",
+    the tabs, the falling train-loss curve (steps 1–25) and the falling learning rate side by
+    side, and the footer keys (esc Back, s Stop, u Resume, e Evaluate, c Compare)."""
+
+    async def ready(pilot):
+        await open_run_e(pilot, wait_for, "curves")
+
+    assert snap_compare(tui_app(seeded_registry), terminal_size=(100, 30), run_before=ready)
+
+
+def test_snapshot_run_devices(snap_compare, seeded_registry, tui_app, wait_for):
+    """run-e's Devices tab at 100×30: a table with cuda:0 (bar, 91%, 40.0 GiB / 141.0 GiB
+    (28%), 450 W, 61 °C) and cuda:1 (89%, 38.0 GiB / 141.0 GiB (27%), 430 W, 59 °C), then
+    "CPU 12.5% · run process RSS 3.0 GiB of 24.0 GiB RAM" and the latest sample's time."""
+
+    async def ready(pilot):
+        await open_run_e(pilot, wait_for, "devices")
+
+    assert snap_compare(tui_app(seeded_registry), terminal_size=(100, 30), run_before=ready)
