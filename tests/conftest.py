@@ -204,15 +204,17 @@ def seeded_registry(tmp_path) -> Path:
 
 
 @pytest.fixture
-def tui_app():
+def tui_app(monkeypatch):
     """Factory: the TUI app (as the CLI builds it) on a registry path, with the clock pinned
-    to ``FROZEN_NOW`` and a 50 ms poll interval."""
+    to ``FROZEN_NOW`` and a 50 ms poll interval. It runs in the registry's folder and opens
+    it as ``registry.db``, so pictures show no tmp path."""
     from tuneyard.tui.app import make_app
 
     def make(path: Path, **kwargs):
+        monkeypatch.chdir(Path(path).parent)
         kwargs.setdefault("clock", lambda: datetime.fromisoformat(FROZEN_NOW))
         kwargs.setdefault("poll_interval_s", 0.05)
-        return make_app(path, **kwargs)
+        return make_app(Path(Path(path).name), **kwargs)
 
     return make
 

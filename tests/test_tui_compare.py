@@ -3,7 +3,6 @@ metrics with the best value highlighted, the spec keys that differ, and its pict
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from tuneyard.core.registry import Registry
 from tuneyard.tui.screens.compare import (
@@ -157,12 +156,6 @@ async def test_without_registry(tmp_path, tui_app, wait_for):
 
 
 # -- pictures ------------------------------------------------------------------------------
-def picture_app(seeded_registry, tui_app, monkeypatch):
-    """The app on ``registry.db`` in the working directory, so the header shows no tmp path."""
-    monkeypatch.chdir(seeded_registry.parent)
-    return tui_app(Path("registry.db"))
-
-
 def test_compare_curves_snapshot(snap_compare, seeded_registry, tui_app, wait_for, monkeypatch):
     """Compare of run-a and run-b on the Loss curves tab: a header table with both runs
     (completed in green, lora/full, 40/40 steps, final loss 1.846/1.811, 3:50), then one plot
@@ -171,7 +164,7 @@ def test_compare_curves_snapshot(snap_compare, seeded_registry, tui_app, wait_fo
     async def run_before(pilot):
         await open_compare(pilot, wait_for, ["run-a", "run-b"])
 
-    assert snap_compare(picture_app(seeded_registry, tui_app, monkeypatch),
+    assert snap_compare(tui_app(seeded_registry),
                         terminal_size=(100, 30), run_before=run_before)
 
 
@@ -183,5 +176,5 @@ def test_compare_spec_diff_snapshot(snap_compare, seeded_registry, tui_app, wait
     async def run_before(pilot):
         await open_compare(pilot, wait_for, ["run-a", "run-b"])
 
-    assert snap_compare(picture_app(seeded_registry, tui_app, monkeypatch),
+    assert snap_compare(tui_app(seeded_registry),
                         terminal_size=(100, 30), run_before=run_before, press=["d"])

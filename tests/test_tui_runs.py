@@ -189,7 +189,9 @@ async def test_a_thousand_runs(tmp_path, tui_app, wait_for):
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await started(app, pilot, wait_for)
         table = screen.query_one(RunsTable)
-        assert table.row_count == 1000 and summary(screen).startswith("1000 of 1000 runs")
+        await wait_for(pilot, lambda: table.row_count == 1000)
+        assert summary(screen).startswith("1000 of 1000 runs")
+        assert row_keys(table)[0] == "r0999" and row_keys(table)[-1] == "r0000"
         screen.query_one("#filter").value = "run 99"
         await pilot.pause()
         assert row_keys(table) == [f"r0{i}" for i in range(999, 989, -1)] + ["r0099"]

@@ -49,7 +49,7 @@ class TuneyardApp(App):
     DEFAULT_MODE = "runs"
     BINDINGS = [
         Binding("r", "switch_mode('runs')", "Runs"),
-        Binding("n", "switch_mode('compose')", "New run"),
+        Binding("n", "switch_mode('compose')", "New"),
         Binding("g", "switch_mode('registry')", "Registry"),
         Binding("q", "quit", "Quit"),
     ]
@@ -62,6 +62,13 @@ class TuneyardApp(App):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.marked: set[str] = set()  # run ids marked for Compare (space on the Runs screen)
         self.sub_title = str(registry_path)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide the key of the mode already shown (the footer has room for the others at 80
+        columns)."""
+        if action == "switch_mode" and parameters and parameters[0] == self.current_mode:
+            return False
+        return True
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -133,7 +133,7 @@ class CompareScreen(Polling, Screen):
             with TabPane("Spec diff", id="diff"):
                 yield Static(classes="empty", id="diff-empty")
                 yield DataTable(id="diff-table", cursor_type="none", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         header = self.query_one("#header-table", DataTable)

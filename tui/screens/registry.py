@@ -26,6 +26,7 @@ from tuneyard.core.plugins import Plugins, get_plugins
 from tuneyard.core.registry import Registry
 from tuneyard.tui.format import status_text, when
 from tuneyard.tui.polling import Polling
+from tuneyard.tui.widgets.form import type_name
 
 
 class PluginsLoaded(Message):
@@ -58,13 +59,6 @@ def options_schema(model: Any) -> list[dict[str, str]]:
         rows.append({"field": field, "type": type_name(info.annotation), "default": default,
                      "description": info.description or ""})
     return rows
-
-
-def type_name(annotation: Any) -> str:
-    """``str``, ``int | None``, ``list[str]``, ``Literal['line', 'file']``…"""
-    if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
-        return annotation.__name__
-    return str(annotation).replace("typing.", "")
 
 
 def shown_path(path: str, root: Path) -> str:
@@ -108,7 +102,7 @@ class OptionsScreen(ModalScreen):
             yield Static(Text(f"{c['kind']} {c['name']} ({c['plugin']})", style="bold"))
             yield Static(c["description"])
             yield Static(self.schema_table() if c["options"] else "no options", id="schema")
-        yield Footer()
+        yield Footer(compact=True)
 
     def schema_table(self) -> Table:
         """One row per option: field, type, default and description (wrapped)."""
@@ -158,7 +152,7 @@ class RegistryScreen(Polling, Screen):
                 yield Static(classes="empty", id="datasets-empty")
                 yield self._table("datasets-table", "source", "fingerprint", "train rows",
                                   "eval rows", "runs", "last used")
-        yield Footer()
+        yield Footer(compact=True)
 
     @staticmethod
     def _table(table_id: str, *columns: str) -> DataTable:

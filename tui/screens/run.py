@@ -23,7 +23,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import (DataTable, Footer, Log, ProgressBar, Static, TabbedContent,
+from textual.widgets import (DataTable, Footer, Header, Log, ProgressBar, Static, TabbedContent,
                              TabPane)
 
 from tuneyard.core.errors import TuneyardError
@@ -165,6 +165,7 @@ class RunScreen(Polling, Screen):
         self._log_stamp: tuple[int, int] | None = (-1, -1)
 
     def compose(self) -> ComposeResult:
+        yield Header()
         yield Static(f"loading run {self.run_id} …", id="head")
         with Horizontal(id="progress"):
             yield ProgressBar(show_eta=False, id="progress-bar")

@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tuneyard.core.registry import Registry
 from tuneyard.tui.format import duration_s, hms, num, status_text, when
@@ -30,6 +30,9 @@ COLUMNS = (("mark", " "), ("name", "name"), ("status", "status"), ("model", "mod
            ("started", "started"))
 SORTABLE = tuple(key for key, _ in COLUMNS if key != "mark")
 MAX_WIDTH = {"name": 24, "model": 24}  # cells a column shows at most (the rest is cut)
+#: Rows added before the first frame; the rest follow in chunks between frames, so a registry
+#: of thousands of runs shows at once and keys answer while the table fills.
+FIRST_ROWS, CHUNK_ROWS = 100, 250
 
 
 def model_name(run: dict[str, Any]) -> str:
@@ -66,9 +69,11 @@ class FilterInput(Input):
 
 
 class RunsTable(DataTable):
-    """The runs table; enter opens the run under the cursor."""
+    """The runs table; enter opens the run under the cursor (not in the footer: it is what
+    enter does in every list, and the footer needs the room at 80 columns)."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Open")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Open", show=False)]
 
 
 class RunsScreen(Polling, Screen):
@@ -82,10 +87,10 @@ class RunsScreen(Polling, Screen):
     RunsScreen RunsTable { height: 1fr; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("space", "mark", "Mark"),
+        Binding("space", "mark", "Mark", key_display="␣"),
         Binding("c", "compare", "Compare"),
         Binding("s", "cycle_sort", "Sort"),
-        Binding("S", "reverse_sort", "Reverse"),
+        Binding("S", "reverse_sort", "Reverse", show=False),  # the summary shows ↑/↓
         Binding("f", "cycle_status", "Status"),
         Binding("slash", "find", "Filter"),
     ]
@@ -96,8 +101,11 @@ class RunsScreen(Polling, Screen):
         self.sort_key, self.sort_reverse = "started", True
         self.status_filter = "all"
         self._rows: dict[str, tuple[str, ...]] = {}  # run id → cells as shown
+        self._pending: list[tuple[str, tuple[str, ...]]] = []  # rows not in the table yet
+        self._cursor_to: str | None = None  # run to put the cursor on once the table is full
 
     def compose(self) -> ComposeResult:
+        yield Header()
         with Horizontal(id="bar"):
             yield FilterInput(placeholder="/ filter by name, model, strategy, dataset",
                               compact=True, id="filter")
@@ -113,6 +121,9 @@ class RunsScreen(Polling, Screen):
         return registry.list_runs()
 
     def show(self, data: list[dict[str, Any]] | None) -> None:
+        if self._pending:  # still filling the table: shown when the fill ends
+            self.runs = data
+            return
         if self.polls and data == self.runs:
             self._tick()
             return
@@ -175,7 +186,7 @@ class RunsScreen(Polling, Screen):
                 f"No runs yet in {self.app.registry_path}. Press n to compose one, or run: "
                 "tuneyard run SPEC.yaml")
         rows = {r["id"]: self._cells(r) for r in self.visible()}
-        if not rebuild and list(rows) == list(self._rows):
+        if not rebuild and not self._pending and list(rows) == list(self._rows):
             for run_id, cells in rows.items():
                 for (key, _), old, new in zip(COLUMNS, self._rows[run_id], cells):
                     if old != new:
@@ -198,16 +209,33 @@ class RunsScreen(Polling, Screen):
         table.clear(columns=True)
         for i, (key, label) in enumerate(COLUMNS):
             label += (" ▼" if self.sort_reverse else " ▲") if key == self.sort_key else ""
-            width = None
-            if key in MAX_WIDTH:
-                longest = max((len(cells[i]) for cells in self._rows.values()), default=0)
-                width = min(MAX_WIDTH[key], max(longest, len(label)))
+            # widths from all the rows' text, so columns do not jump while the table fills
+            longest = max((len(cells[i]) for cells in self._rows.values()), default=0)
+            width = min(MAX_WIDTH.get(key, 32), max(longest, len(label)))
             table.add_column(label, key=key, width=width)
-        for run_id, cells in self._rows.items():
+        rows = list(self._rows.items())
+        self._pending, self._cursor_to = rows[FIRST_ROWS:], current
+        self._add_rows(rows[:FIRST_ROWS])
+
+    def _add_rows(self, rows: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Add rows to the table; schedule the pending ones after the next frame."""
+        table = self.query_one(RunsTable)
+        for run_id, cells in rows:
             table.add_row(*(self._cell(key, v) for (key, _), v in zip(COLUMNS, cells)),
                           key=run_id)
-        if current in self._rows:
-            table.move_cursor(row=table.get_row_index(current), animate=False)
+        if self._pending:
+            self.call_after_refresh(self._add_pending)
+            return
+        if self._cursor_to in self._rows:
+            table.move_cursor(row=table.get_row_index(self._cursor_to), animate=False)
+        self._cursor_to = None
+
+    def _add_pending(self) -> None:
+        chunk, self._pending = self._pending[:CHUNK_ROWS], self._pending[CHUNK_ROWS:]
+        if chunk:
+            self._add_rows(chunk)
+            if not self._pending:
+                self._refresh()  # polls that came during the fill
 
     def _summarize(self) -> None:
         arrow = "↓" if self.sort_reverse else "↑"
