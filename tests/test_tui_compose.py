@@ -13,11 +13,14 @@ from textual.app import App
 from textual.widgets import Input, OptionList, Select, SelectionList, Static, Switch
 
 from tuneyard.core.plugins import get_plugins
+from tuneyard.core.registry import Registry
 from tuneyard.core.spec import load_spec, validate_options, validate_spec
 from tuneyard.plugins.strategies.lora import LoraOptions
 from tuneyard.tui import actions
 from tuneyard.tui.screens.compose import PROMPT, TRAINED, ComposeScreen, preview_text
+from tuneyard.tui.screens.run import RunScreen
 from tuneyard.tui.widgets.form import OptionsForm, describe, parse, type_name
+from tuneyard.tui.widgets.plot import MetricPlot
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "smollm2-wordnet-lora.yaml"
 
@@ -409,3 +412,37 @@ def test_compose_preview_snapshot(snap_compare, tmp_path, tui_app, wait_for, mon
 
     assert snap_compare(tui_app(tmp_path / "registry.db"), terminal_size=(100, 30),
                         run_before=run_before)
+
+
+# -- end to end ----------------------------------------------------------------------------
+async def test_compose_launch_and_watch_a_real_run_complete(
+        tmp_path, tui_app, wait_for, qa_jsonl, tiny_model_dir):
+    """Compose a LoRA run on the tiny random model, launch it (its own process, through the
+    CLI), and watch the live monitor: the loss curve grows poll by poll until ``completed``."""
+    app = tui_app(tmp_path / "registry.db", poll_interval_s=0.2)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_compose(pilot, wait_for)
+        await fill_qa_spec(pilot, wait_for, screen, qa_jsonl, tiny_model_dir, tmp_path / "runs")
+        screen.form("training-form").field_widget("max_steps").value = "150"
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), timeout_s=90)
+        monitor = app.screen
+        seen: list[int] = []
+
+        def done() -> bool:
+            seen.append(len(monitor.series.get("loss", ())))
+            return (monitor.run_row or {}).get("status") in ("completed", "failed")
+
+        await wait_for(pilot, done, timeout_s=180)
+        await pilot.pause(0.5)
+        run = monitor.run_row
+        assert run["status"] == "completed", run["error"]
+        growing = sorted(set(seen))
+        assert growing[-1] == 150 and len([n for n in growing if 0 < n < 150]) >= 2, growing
+        plot = monitor.query_one("#loss", MetricPlot).curves
+        xs, ys = plot["train loss"]
+        assert xs[0] == 1 and xs[-1] == 150
+        assert plot["eval loss"][0] == [0, 150]  # baseline and final evaluations
+        losses = Registry(tmp_path / "registry.db").metrics(run["id"], "loss")
+        assert ys[-1] == losses[-1][1] and losses[-1][1] < losses[0][1]
+        assert "completed" in str(monitor.query_one("#head", Static).render())

@@ -3,9 +3,12 @@ spec, and the stop/resume/evaluate/compare actions."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -270,3 +273,49 @@ def test_snapshot_run_devices(snap_compare, seeded_registry, tui_app, wait_for):
         await open_run_e(pilot, wait_for, "devices")
 
     assert snap_compare(tui_app(seeded_registry), terminal_size=(100, 30), run_before=ready)
+
+
+# -- end to end ----------------------------------------------------------------------------
+async def test_closing_the_tui_leaves_the_run_going_and_stop_checkpoints_it(
+        tmp_path, tui_app, wait_for, qa_jsonl, make_spec):
+    """A real detached run: closing the TUI does not stop it; a new TUI finds it running, and
+    s + y stops it gracefully: status ``stopped`` and a checkpoint, both on screen."""
+    path = tmp_path / "registry.db"
+    spec = make_spec(qa_jsonl, **{"training.max_steps": 100_000})
+    run_id = actions.launch(path, spec)
+    registry = Registry(path, create=False)
+    app = tui_app(path, poll_interval_s=0.2)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.open_run(run_id)
+        await wait_for(pilot, lambda: len(app.screen.series.get("loss", ())) > 0, timeout_s=90)
+    step = registry.get_run(run_id)["step"]
+    await wait_for_step(registry, run_id, step + 20)  # the TUI is gone; the run goes on
+    assert registry.get_run(run_id)["status"] == "running"
+
+    app = tui_app(path, poll_interval_s=0.2)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.screen.polls > 0)
+        table = app.screen.query_one(DataTable)
+        assert str(table.get_cell(run_id, "status")) == "running"
+        await pilot.press("enter")
+        monitor = app.screen
+        assert isinstance(monitor, RunScreen) and monitor.run_id == run_id
+        await wait_for(pilot, lambda: monitor.run_row is not None)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmStop))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: monitor.run_row["status"] == "stopped", timeout_s=60)
+        [ckpt] = registry.checkpoints(run_id)
+        await wait_for(pilot, lambda: "checkpoint step" in str(monitor.query_one("#head").render()))
+        head = str(monitor.query_one("#head").render())
+    assert "stopped" in head
+    assert f"checkpoint step {ckpt['step']}: checkpoints/checkpoint-{ckpt['step']}" in head
+    assert (Path(ckpt["path"]) / "trainer_state.json").is_file()
+    assert 0 < ckpt["step"] < 100_000 and registry.get_run(run_id)["ended_at"]
+
+
+async def wait_for_step(registry: Registry, run_id: str, step: int, timeout_s: float = 60):
+    deadline = time.monotonic() + timeout_s
+    while registry.get_run(run_id)["step"] < step:
+        assert time.monotonic() < deadline, f"run {run_id} did not reach step {step}"
+        await asyncio.sleep(0.1)

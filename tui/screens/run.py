@@ -159,6 +159,7 @@ class RunScreen(Polling, Screen):
         self._step_times: deque[tuple[int, datetime]] = deque(maxlen=RATE_STEPS)
         self._devices: dict[str, dict[str, Any]] = {}
         self._evaluations: list[dict[str, Any]] | None = None
+        self._checkpoints: list[dict[str, Any]] = []
         self._eval_loss: tuple[list[float], list[float]] = ([], [])
         # what is shown already: the last metric/telemetry row id, run.log's stamp
         self._metrics_after = self._system_after = 0
@@ -210,7 +211,8 @@ class RunScreen(Polling, Screen):
         first, changed = self.run_row is None, data.run != self.run_row
         self.run_row = run = data.run
         self.remove_class("-waiting")
-        if changed:
+        if changed or data.checkpoints != self._checkpoints:
+            self._checkpoints = data.checkpoints
             self._show_head(run)
         # a result may repeat rows of one not shown yet (after poll_now): keep newer rows only
         metrics = [m for m in data.metrics if m["id"] > self._metrics_after]
@@ -247,6 +249,12 @@ class RunScreen(Polling, Screen):
             title.append("  stop requested", style="yellow")
         title.append(f"\nmodel {model_name(run)} · strategy {run.get('strategy') or '?'} · "
                      f"dataset {run.get('dataset_source') or '?'}")
+        if self._checkpoints:
+            last = self._checkpoints[-1]
+            path = Path(last["path"])
+            if path.is_relative_to(run.get("output_dir") or "/nowhere"):
+                path = path.relative_to(run["output_dir"])
+            title.append(f"\ncheckpoint step {last['step']}: {path}", style="dim")
         if run.get("error"):
             title.append(f"\n{run['error']}", style="red")
         head.update(title)

@@ -30,9 +30,10 @@ COLUMNS = (("mark", " "), ("name", "name"), ("status", "status"), ("model", "mod
            ("started", "started"))
 SORTABLE = tuple(key for key, _ in COLUMNS if key != "mark")
 MAX_WIDTH = {"name": 24, "model": 24}  # cells a column shows at most (the rest is cut)
-#: Rows added before the first frame; the rest follow in chunks between frames, so a registry
-#: of thousands of runs shows at once and keys answer while the table fills.
-FIRST_ROWS, CHUNK_ROWS = 100, 250
+#: Rows added at once; the rest follow in chunks of as many, each after the table has measured
+#: the last (DataTable measures every new cell when idle, ~0.5 ms a row here), so a registry of
+#: thousands of runs shows at once and keys answer while the table fills.
+CHUNK_ROWS = 100
 
 
 def model_name(run: dict[str, Any]) -> str:
@@ -214,17 +215,17 @@ class RunsScreen(Polling, Screen):
             width = min(MAX_WIDTH.get(key, 32), max(longest, len(label)))
             table.add_column(label, key=key, width=width)
         rows = list(self._rows.items())
-        self._pending, self._cursor_to = rows[FIRST_ROWS:], current
-        self._add_rows(rows[:FIRST_ROWS])
+        self._pending, self._cursor_to = rows[CHUNK_ROWS:], current
+        self._add_rows(rows[:CHUNK_ROWS])
 
     def _add_rows(self, rows: list[tuple[str, tuple[str, ...]]]) -> None:
-        """Add rows to the table; schedule the pending ones after the next frame."""
+        """Add rows to the table; schedule the pending ones once it is idle again."""
         table = self.query_one(RunsTable)
         for run_id, cells in rows:
             table.add_row(*(self._cell(key, v) for (key, _), v in zip(COLUMNS, cells)),
                           key=run_id)
         if self._pending:
-            self.call_after_refresh(self._add_pending)
+            self.set_timer(0.01, self._add_pending)  # timers wait for the idle measuring
             return
         if self._cursor_to in self._rows:
             table.move_cursor(row=table.get_row_index(self._cursor_to), animate=False)
