@@ -5,8 +5,8 @@
 A writer process logs a fake run into a fresh registry at ``--steps-per-s`` steps per second
 (5 metrics a step, one transaction each, as the runner does) plus 1 Hz telemetry of two GPUs
 and the CPU. The TUI (headless, in this process) shows that run's live monitor; once a second
-a key is pressed (cycling the monitor's tabs) and the time until the app has handled it is
-measured. The TUI process's RSS is read every 10 s.
+a key event is sent as the terminal driver would (right/left on the monitor's tabs) and the
+time until the app has handled it (the active tab changed) is measured. The TUI process's RSS is read every 10 s.
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ def writer(path: str, run_id: str, steps_per_s: float) -> None:
 
 
 async def watch(path: Path, run_id: str, seconds: float) -> tuple[list[float], list[int]]:
+    from textual import events
+    from textual.widgets import TabbedContent, Tabs
+
     from tuneyard.tui.app import make_app
 
     app = make_app(path)
@@ -55,12 +58,17 @@ async def watch(path: Path, run_id: str, seconds: float) -> tuple[list[float], l
     async with app.run_test(size=(120, 40)) as pilot:
         app.open_run(run_id)
         await pilot.pause(2)
-        keys = ["right", "right", "left", "left"]
+        tabbed = app.screen.query_one(TabbedContent)
+        app.screen.query_one(Tabs).focus()
         end = time.monotonic() + seconds
         i = 0
         while time.monotonic() < end:
+            key = "right" if i % 8 < 4 else "left"
+            before = tabbed.active
             t = time.perf_counter()
-            await pilot.press(keys[i % len(keys)])
+            app._driver.send_message(events.Key(key, None))  # as a terminal key press
+            while tabbed.active == before:  # handled: the tab changed
+                await asyncio.sleep(0.001)
             latencies.append(time.perf_counter() - t)
             if i % 10 == 0:
                 rss.append(proc.memory_info().rss)

@@ -27,6 +27,8 @@ from tuneyard.core.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_S = 30.0
 ACTIVE = ("queued", "running")
+#: Optional fields of a device telemetry sample (``system_metrics`` columns).
+SAMPLE_FIELDS = ("util_pct", "mem_bytes", "mem_total_bytes", "power_w", "temp_c")
 
 
 def now() -> str:
@@ -235,9 +237,13 @@ class Registry:
             [run_id, after]))
 
     def add_system_metrics(self, run_id: str, samples: list[dict[str, Any]]) -> None:
+        """Write one telemetry reading per device (``device`` and any of the
+        :data:`SAMPLE_FIELDS`; a missing field is stored as NULL), stamped now."""
         at = now()
         with self.transaction():
-            self._insert_many("system_metrics", [{"run_id": run_id, "at": at, **s} for s in samples])
+            self._insert_many("system_metrics", [
+                {"run_id": run_id, "at": at, "device": s["device"],
+                 **{k: s.get(k) for k in SAMPLE_FIELDS}} for s in samples])
 
     def add_checkpoint(self, run_id: str, step: int, path: str) -> None:
         self.db["checkpoints"].insert(

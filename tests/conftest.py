@@ -195,7 +195,7 @@ def seeded_registry(tmp_path) -> Path:
                     {"device": "cuda:1", "util_pct": 85.0 + i % 5, "mem_bytes": 38 * 2**30,
                      "mem_total_bytes": 141 * 2**30, "power_w": 430.0, "temp_c": 59.0},
                     {"device": "cpu", "util_pct": 12.5, "mem_bytes": 3 * 2**30,
-                     "mem_total_bytes": 24 * 2**30, "power_w": None, "temp_c": None},
+                     "mem_total_bytes": 24 * 2**30},
                 ])
             reg.db.execute("UPDATE system_metrics SET at = ? WHERE run_id = ?", [at, rid])
     reg.sync_plugins(get_plugins())
