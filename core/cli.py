@@ -315,13 +315,12 @@ def show_run(registry: Any, run_id: str) -> None:
     for a in registry.artifacts(run_id):
         head.add_row("[bold]artifact[/]", f"{a['kind']}: {a['path']}")
     console.print(head)
-    latest: dict[tuple[str, str], dict[str, float]] = {}
-    for e in registry.evaluations(run_id):
-        latest.setdefault((e["evaluator"], e["metric"]), {})[e["checkpoint"]] = e["value"]
-    if latest:
+    from tuneyard.core.registry import baseline_and_final
+
+    results = baseline_and_final(registry.evaluations(run_id))
+    if results:
         table = Table("evaluator", "metric", "baseline", "final", "change", title="evaluations")
-        for (ev, metric), by in latest.items():
-            base, final = by.get("base"), by.get("final")
+        for (ev, metric), (base, final) in results.items():
             change = f"{final - base:+.4f}" if base is not None and final is not None else ""
             table.add_row(ev, metric, _num(base), _num(final), change)
         console.print(table)

@@ -314,6 +314,18 @@ class Registry:
             ])
 
 
+def baseline_and_final(evaluations: list[dict[str, Any]]
+                       ) -> dict[tuple[str, str], tuple[float | None, float | None]]:
+    """``(evaluator, metric)`` → ``(baseline, final)`` from a run's :meth:`Registry.evaluations`
+    rows (oldest first): the baseline is checkpoint ``base``, the final the latest other
+    checkpoint evaluated (``None`` where there is none)."""
+    by: dict[tuple[str, str], dict[str, float]] = {}
+    for e in evaluations:
+        by.setdefault((e["evaluator"], e["metric"]), {})[
+            "base" if e["checkpoint"] == "base" else "final"] = e["value"]
+    return {key: (v.get("base"), v.get("final")) for key, v in by.items()}
+
+
 def _set_wal(conn: sqlite3.Connection) -> None:
     """Switch to WAL. Switching can answer SQLITE_BUSY without waiting on the busy handler
     while another process creates the same file, so retry until the busy timeout."""

@@ -27,7 +27,7 @@ from textual.widgets import (DataTable, Footer, Header, Log, ProgressBar, Static
                              TabPane)
 
 from tuneyard.core.errors import TuneyardError
-from tuneyard.core.registry import Registry
+from tuneyard.core.registry import Registry, baseline_and_final
 from tuneyard.tui import actions
 from tuneyard.tui.format import hms, num, parse_time, status_text
 from tuneyard.tui.polling import Polling
@@ -67,15 +67,10 @@ def tail(path: Path, lines: int = LOG_LINES) -> list[str]:
 
 
 def evaluation_rows(evaluations: list[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]:
-    """Per (evaluator, metric): baseline (checkpoint ``base``), final (the latest other
-    checkpoint evaluated) and the change (absolute, and relative to the baseline)."""
-    by: dict[tuple[str, str], dict[str, float]] = {}
-    for e in evaluations:  # oldest first: a later checkpoint replaces an earlier one
-        values = by.setdefault((e["evaluator"], e["metric"]), {})
-        values["base" if e["checkpoint"] == "base" else "final"] = e["value"]
+    """Per (evaluator, metric): baseline, final (the latest other checkpoint evaluated) and
+    the change (absolute, and relative to the baseline)."""
     rows = []
-    for (evaluator, metric), values in by.items():
-        base, final = values.get("base"), values.get("final")
+    for (evaluator, metric), (base, final) in baseline_and_final(evaluations).items():
         change = ""
         if base is not None and final is not None:
             change = f"{final - base:+.4g}" + (f" ({(final - base) / abs(base):+.1%})"
