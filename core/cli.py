@@ -20,7 +20,9 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from rich.style import Style
 from rich.table import Table
+from rich.text import Text
 
 from tuneyard.core.errors import TuneyardError
 
@@ -210,8 +212,6 @@ def data() -> None:
 def data_preview(spec_path: str, n_rows: int, overrides: tuple[str, ...], as_json: bool) -> None:
     """The first rows of SPEC's dataset, formatted and tokenized as training sees them; the
     tokens the loss is taken on (labels) are highlighted."""
-    from rich.text import Text
-
     from tuneyard.core.plugins import get_plugins
     from tuneyard.core.runner import preview_data, quiet_libraries
     from tuneyard.core.spec import load_spec
@@ -221,14 +221,30 @@ def data_preview(spec_path: str, n_rows: int, overrides: tuple[str, ...], as_jso
     if as_json:
         click.echo(json.dumps(preview))
         return
-    console.print(f"[bold]{preview['source']}[/]: {preview['total_rows']:,} rows, format "
-                  f"{preview['format']}; [reverse green]trained tokens[/] are the labels")
-    for i, row in enumerate(preview["rows"]):
-        text = Text()
-        for tok in row["tokens"]:
-            text.append(tok["text"], style="reverse green" if tok["trained"] else "dim")
-        console.rule(f"row {i}: {row['n_trained']} of {row['n_tokens']} tokens trained")
-        console.print(text)
+    console.print(preview_text(preview))
+
+
+#: how a previewed token looks: trained on (a label) or not (the prompt)
+TRAINED = Style(bold=True, color="black", bgcolor="green")
+PROMPT = Style(dim=True)
+
+
+def preview_text(preview: dict[str, Any]) -> Text:
+    """The rows of ``tuneyard data preview --json`` as the model sees them (CLI and TUI): each
+    row's tokens concatenated, the trained-on (label) tokens in :data:`TRAINED` style, the
+    others (prompt) dim."""
+    rows = preview["rows"]
+    text = Text.assemble(
+        (f"{preview['source']} · format {preview['format']} · {preview['total_rows']} rows; "
+         f"first {len(rows)}.  ", "bold"),
+        ("trained", TRAINED), " = label tokens, ", ("prompt", PROMPT), " = not trained\n")
+    for i, row in enumerate(rows, 1):
+        text.append(f"\nrow {i}: {row['n_trained']} of {row['n_tokens']} tokens trained\n",
+                    style="bold")
+        for token in row["tokens"]:
+            text.append(token["text"], style=TRAINED if token["trained"] else PROMPT)
+        text.append("\n")
+    return text
 
 
 # -- runs ----------------------------------------------------------------------------------

@@ -30,10 +30,13 @@ def test_preview_marks_exactly_the_answer_and_eos_as_trained(qa_jsonl, make_spec
 
 def test_preview_for_people_and_its_errors(qa_jsonl, make_spec, tmp_path):
     spec = make_spec(qa_jsonl)
+    [row] = json.loads(CliRunner().invoke(
+        cli, ["data", "preview", str(spec), "--rows", "1", "--json"]).stdout)["rows"]
     result = CliRunner().invoke(cli, ["data", "preview", str(spec), "--rows", "1"])
     assert result.exit_code == 0, result.output
-    assert "jsonl: 40 rows, format instruction" in result.output
-    assert "row 0: " in result.output and "tokens trained" in result.output
+    assert "jsonl · format instruction · 40 rows; first 1." in result.output
+    assert f"row 1: {row['n_trained']} of {row['n_tokens']} tokens trained" in result.output
+    assert "define the word cat<|im_end|>" in result.output
     result = CliRunner().invoke(cli, ["data", "preview", str(spec), "--set",
                                       f"dataset.options.path={tmp_path / 'missing.jsonl'}"])
     assert result.exit_code == 2

@@ -17,7 +17,8 @@ from tuneyard.core.registry import Registry
 from tuneyard.core.spec import load_spec, validate_options, validate_spec
 from tuneyard.plugins.strategies.lora import LoraOptions
 from tuneyard.tui import actions
-from tuneyard.tui.screens.compose import PROMPT, TRAINED, ComposeScreen, preview_text
+from tuneyard.core.cli import PROMPT, TRAINED, preview_text
+from tuneyard.tui.screens.compose import ComposeScreen
 from tuneyard.tui.screens.run import RunScreen
 from tuneyard.tui.widgets.form import OptionsForm, describe, parse, type_name
 from tuneyard.tui.widgets.plot import MetricPlot

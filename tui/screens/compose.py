@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from rich.style import Style
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -31,6 +30,7 @@ from textual.widgets import (Footer, Header, Input, Label, LoadingIndicator, Sel
 from textual.widgets.selection_list import Selection
 from textual.worker import get_current_worker
 
+from tuneyard.core.cli import preview_text
 from tuneyard.core.errors import SpecError, TuneyardError
 from tuneyard.core.plugins import Plugins, get_plugins
 from tuneyard.core.spec import DatasetSpec, RunSpec, TrainingSpec, validate_spec
@@ -46,11 +46,6 @@ COMPONENTS = {
 RUN_FIELDS = ("name", "output_dir")
 DATASET_FIELDS = ("format", "columns", "eval_split", "eval_limit")
 PREVIEW_ROWS = 5
-#: how a previewed token looks: trained on (a label) or not (the prompt)
-TRAINED = Style(bold=True, color="black", bgcolor="green")
-PROMPT = Style(dim=True)
-
-
 class PluginsLoaded(Message):
     """The plugin manager, loaded in a worker thread."""
 
@@ -102,23 +97,6 @@ def changed_keys(loaded: dict[str, Any], kept: dict[str, Any], prefix: str = "")
         elif kept.get(key) != value:
             out.append(prefix + str(key))
     return out
-
-
-def preview_text(result: dict[str, Any]) -> Text:
-    """The rows of a data preview as the model sees them: each row's tokens concatenated, the
-    trained-on (label) tokens in :data:`TRAINED` style, the others (prompt) dim."""
-    rows = result["rows"]
-    text = Text.assemble(
-        (f"{result['source']} · format {result['format']} · {result['total_rows']} rows; "
-         f"first {len(rows)}.  ", "bold"),
-        ("trained", TRAINED), " = label tokens, ", ("prompt", PROMPT), " = not trained\n")
-    for i, row in enumerate(rows, 1):
-        text.append(f"\nrow {i}: {row['n_trained']} of {row['n_tokens']} tokens trained\n",
-                    style="bold")
-        for token in row["tokens"]:
-            text.append(token["text"], style=TRAINED if token["trained"] else PROMPT)
-        text.append("\n")
-    return text
 
 
 class ComposeScreen(Screen):
