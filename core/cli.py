@@ -113,7 +113,7 @@ def run(spec_path: str, overrides: tuple[str, ...], detach: bool) -> None:
         pid = launch_detached(run_id, registry, out)
         click.echo(run_id)
         err_console.print(f"started run {run_id} (pid {pid}); log: {out / 'run.log'}; "
-                          f"watch it: tuneyard tui")
+                          f"watch it: tuneyard tui", soft_wrap=True)
         return
     from tuneyard.core.runner import execute
 
@@ -140,7 +140,7 @@ def resume(run_ref: str, detach: bool) -> None:
         pid = launch_detached(run["id"], registry, out, resume=True)
         click.echo(run["id"])
         err_console.print(f"resumed run {run['id']} from {checkpoint.name} (pid {pid}); "
-                          f"log: {out / 'run.log'}")
+                          f"log: {out / 'run.log'}", soft_wrap=True)
         return
     err_console.print(f"run [bold]{run['id']}[/] resumes from {checkpoint}")
     with RichProgress(run["max_steps"]) as progress:

@@ -6,9 +6,10 @@ Schema (units in column names; times are ISO-8601 UTC strings):
   plugin_versions (JSON), dataset_source, dataset_fingerprint, train_rows, eval_rows,
   base_model, strategy, host, device, pid, output_dir, max_steps, step, created_at, started_at,
   heartbeat_at, ended_at, error, stop_requested_at (set by ``tuneyard runs stop``: the run
-  checkpoints and stops at its next step).
-- ``metrics``: run_id, step, name, value, at — training curves (``loss``, ``learning_rate``,
-  ``grad_norm``, ``tokens_per_s``, ``epoch``).
+  checkpoints and stops at its next step), resumed_at (the last ``tuneyard resume``;
+  ``started_at`` stays the first start).
+- ``metrics``: id (increasing, never reused), run_id, step, name, value, at — training curves
+  (``loss``, ``learning_rate``, ``grad_norm``, ``tokens_per_s``, ``epoch``).
 - ``system_metrics``: run_id, device, util_pct, mem_bytes, mem_total_bytes, power_w, temp_c,
   at — device telemetry sampled by the run process (default 1 Hz); for ``cpu``, ``mem_bytes`` is
   the run process's RSS and ``mem_total_bytes`` the machine's RAM.
@@ -89,10 +90,23 @@ def _m001_initial(db: Database) -> None:
 
 
 def _m002_live_monitoring(db: Database) -> None:
-    """Stop requests, total device memory, and indexes for incremental (``rowid >``) polling."""
+    """Stop and resume times, total device memory, and indexes for incremental (``rowid >``)
+    polling."""
     db.conn.execute("ALTER TABLE runs ADD COLUMN stop_requested_at TEXT")
+    db.conn.execute("ALTER TABLE runs ADD COLUMN resumed_at TEXT")
     db.conn.execute("ALTER TABLE system_metrics ADD COLUMN mem_total_bytes INTEGER")
-    _index(db, "metrics", ["run_id"])
+    # metrics get an AUTOINCREMENT id: a resumed run deletes the rows after its checkpoint, and
+    # a plain rowid would be handed out again, hiding the new rows from a poller that reads
+    # "after the last id seen"
+    db.conn.execute(
+        "CREATE TABLE metrics_v2 (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "run_id TEXT REFERENCES runs(id), step INTEGER, name TEXT, value FLOAT, at TEXT)")
+    db.conn.execute("INSERT INTO metrics_v2 (id, run_id, step, name, value, at) "
+                    "SELECT rowid, run_id, step, name, value, at FROM metrics")
+    db.conn.execute("DROP TABLE metrics")
+    db.conn.execute("ALTER TABLE metrics_v2 RENAME TO metrics")
+    _index(db, "metrics", ["run_id", "name", "step"])
+    _index(db, "metrics", ["run_id", "id"])
     _index(db, "system_metrics", ["run_id"])
 
 

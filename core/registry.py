@@ -220,8 +220,8 @@ class Registry:
         ``value``, ``at``), oldest first: a poller passes the last ``id`` it saw to read only
         what is new."""
         return list(self.db.query(
-            "SELECT rowid AS id, step, name, value, at FROM metrics WHERE run_id = ? AND rowid > ?"
-            " ORDER BY rowid", [run_id, after]))
+            "SELECT id, step, name, value, at FROM metrics WHERE run_id = ? AND id > ?"
+            " ORDER BY id", [run_id, after]))
 
     def delete_metrics_after(self, run_id: str, step: int) -> None:
         """Drop a run's metric rows after ``step`` (a resumed run logs those steps again)."""
@@ -280,10 +280,14 @@ class Registry:
             " ORDER BY rowid", [run_id]))
 
     def all_artifacts(self) -> list[dict[str, Any]]:
-        """Every artifact with its run's name and status, newest first."""
+        """Every artifact, and every checkpoint that is not also one (kind ``checkpoint``),
+        with its run's name and status, newest first."""
         return list(self.db.query(
             "SELECT a.run_id, r.name AS run_name, r.status, a.kind, a.path, a.created_at "
-            "FROM artifacts a JOIN runs r ON r.id = a.run_id ORDER BY a.created_at DESC"))
+            "FROM artifacts a JOIN runs r ON r.id = a.run_id UNION ALL "
+            "SELECT c.run_id, r.name, r.status, 'checkpoint', c.path, c.created_at "
+            "FROM checkpoints c JOIN runs r ON r.id = c.run_id "
+            "WHERE c.path NOT IN (SELECT path FROM artifacts) ORDER BY 6 DESC"))  # created_at
 
     def datasets(self) -> list[dict[str, Any]]:
         """Datasets runs were trained on, one row per (source, fingerprint): ``train_rows``,

@@ -35,7 +35,7 @@ from tuneyard.core.plugins import Plugins, get_plugins
 from tuneyard.core.registry import Registry, now
 from tuneyard.core.spec import EvaluatorSpec, RunSpec
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tuneyard.core.runner")  # not __name__: that is __main__ under -m
 
 
 class Progress(Protocol):
@@ -229,9 +229,10 @@ def execute(registry: Registry, run_id: str, progress: Progress | None = None,
     pkg_log.addHandler(file_log)
     pkg_log.setLevel(logging.INFO)
     progress = Fanout(LogProgress(), *([progress] if progress else []))
-    registry.update_run(run_id, status="running", pid=os.getpid(), started_at=now(),
-                        heartbeat_at=now(), plugin_versions=plugins.versions(), ended_at=None,
-                        error=None, stop_requested_at=None)
+    start = {"resumed_at": now()} if resume else {"started_at": now()}
+    registry.update_run(run_id, status="running", pid=os.getpid(), heartbeat_at=now(),
+                        plugin_versions=plugins.versions(), ended_at=None, error=None,
+                        stop_requested_at=None, **start)
     registry.sync_plugins(plugins)
     telemetry = Telemetry(registry.path, run_id, plugins, run["spec"])
     telemetry.start()

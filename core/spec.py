@@ -90,7 +90,11 @@ class TrainingSpec(_Strict):
     micro_batch_size: int = Field(4, gt=0, description="examples per forward pass")
     gradient_accumulation_steps: int = Field(1, gt=0, description="micro-batches per step")
     learning_rate: float = Field(2e-4, gt=0)
-    lr_scheduler: str = Field("linear", description="transformers scheduler name")
+    lr_scheduler: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+        "constant_with_warmup", "inverse_sqrt",
+    ] = Field("linear", description="transformers scheduler (SchedulerType) that needs no "
+              "extra arguments")
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -171,6 +175,9 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> RunSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"{path}: cannot read run spec: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}); save the spec as "
+                        "UTF-8") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:

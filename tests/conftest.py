@@ -183,10 +183,10 @@ def seeded_registry(tmp_path) -> Path:
             kind = "adapter" if strategy == "lora" else "model"
             reg.add_artifact(rid, kind, str(tmp_path / rid / "final"))
             reg.db.execute("UPDATE evaluations SET at = ? WHERE run_id = ?", [at, rid])
-            reg.db.execute("UPDATE checkpoints SET created_at = ? WHERE run_id = ?", [at, rid])
-            reg.db.execute("UPDATE artifacts SET created_at = ? WHERE run_id = ?", [at, rid])
         if status == "stopped":
             reg.add_checkpoint(rid, done, str(tmp_path / rid / f"checkpoints/checkpoint-{done}"))
+        reg.db.execute("UPDATE checkpoints SET created_at = ? WHERE run_id = ?", [at, rid])
+        reg.db.execute("UPDATE artifacts SET created_at = ? WHERE run_id = ?", [at, rid])
         if status == "running":
             for i in range(30):
                 reg.add_system_metrics(rid, [

@@ -27,8 +27,8 @@ SCHEMA = {
     "runs": ["id", "name", "status", "spec", "plugin_versions", "dataset_source",
              "dataset_fingerprint", "train_rows", "eval_rows", "base_model", "strategy", "host",
              "device", "pid", "output_dir", "max_steps", "step", "created_at", "started_at",
-             "heartbeat_at", "ended_at", "error", "stop_requested_at"],
-    "metrics": ["run_id", "step", "name", "value", "at"],
+             "heartbeat_at", "ended_at", "error", "stop_requested_at", "resumed_at"],
+    "metrics": ["id", "run_id", "step", "name", "value", "at"],
     "system_metrics": ["run_id", "device", "util_pct", "mem_bytes", "power_w", "temp_c", "at",
                        "mem_total_bytes"],
     "checkpoints": ["run_id", "step", "path", "created_at"],
@@ -49,7 +49,7 @@ def columns(reg: Registry, table: str) -> list[str]:
 def test_schema_matches_documentation(registry_path):
     reg = Registry(registry_path)
     tables = {r[0] for r in reg.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == set(SCHEMA) | {"migrations"}
+    assert tables == set(SCHEMA) | {"migrations", "sqlite_sequence"}  # (AUTOINCREMENT's)
     for table, cols in SCHEMA.items():
         assert columns(reg, table) == cols, table
     assert columns(reg, "migrations") == ["version", "applied_at"]
@@ -318,3 +318,29 @@ def test_sync_plugins_writes_plugins_and_components(registry_path):
     reg.sync_plugins(plugins)
     assert reg.db.execute("SELECT count(*) FROM plugins").fetchone()[0] == 2
     assert reg.db.execute("SELECT count(*) FROM components").fetchone()[0] == 2
+
+
+def test_migration_2_keeps_the_metrics_and_ids_are_never_reused(tmp_path):
+    import sqlite3
+
+    from sqlite_utils import Database
+
+    from tuneyard.core.migrations import MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    v1 = Database(sqlite3.connect(path, isolation_level=None))
+    v1.conn.execute("CREATE TABLE migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
+    MIGRATIONS[0][1](v1)
+    v1.conn.execute("INSERT INTO migrations VALUES (1, '2026-11-01')")
+    v1["runs"].insert({"id": "r1", "name": "r1", "status": "completed"})
+    v1["metrics"].insert_all([{"run_id": "r1", "step": s, "name": "loss", "value": 1.0 / s,
+                               "at": "t"} for s in (1, 2, 3)])
+    v1.conn.close()
+
+    reg = Registry(path)
+    assert reg.schema_version() == len(MIGRATIONS)
+    assert [(r["id"], r["step"]) for r in reg.metrics_since("r1")] == [(1, 1), (2, 2), (3, 3)]
+    reg.delete_metrics_after("r1", 1)
+    reg.add_metrics("r1", 2, {"loss": 0.25})
+    assert [(r["id"], r["step"], r["value"]) for r in reg.metrics_since("r1", 3)] == [
+        (4, 2, 0.25)]  # a new id, after every id a poller may have seen

@@ -4,13 +4,14 @@ and per-component options validation."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneyard.core.errors import SpecError, TuneyardError
-from tuneyard.core.spec import (RunSpec, SpecOrigin, apply_override, load_spec,
+from tuneyard.core.spec import (RunSpec, TrainingSpec, SpecOrigin, apply_override, load_spec,
                                 validate_options, validate_spec)
 
 VALID = """\
@@ -263,3 +264,20 @@ def test_validate_options_ok_and_without_text():
     with pytest.raises(SpecError) as exc:
         validate_options(LoraOptions, {"r": 0}, "strategy.options")
     assert str(exc.value) == "spec: strategy.options.r: Input should be greater than 0"
+
+
+def test_every_lr_scheduler_the_spec_allows_is_a_transformers_one(tmp_path):
+    from transformers import SchedulerType
+
+    allowed = get_args(TrainingSpec.model_fields["lr_scheduler"].annotation)
+    assert set(allowed) <= {s.value for s in SchedulerType}
+    path = write(tmp_path, VALID.replace("  max_steps: 10\n",
+                                         "  max_steps: 10\n  lr_scheduler: bogus\n"))
+    assert spec_error(path).startswith(f"{path}:16: training.lr_scheduler: Input should be "
+                                       "'linear', 'cosine'")
+
+
+def test_a_spec_that_is_not_utf8_is_a_spec_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+    assert spec_error(path) == f"{path}: not UTF-8 text (byte 9); save the spec as UTF-8"

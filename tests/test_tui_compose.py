@@ -302,6 +302,8 @@ async def test_launch_validates_then_opens_the_run_or_shows_its_error(tmp_path, 
         assert error_of(screen.form("dataset-source-options"), "path") == "Field required"
         assert error_of(screen.form("model-provider-options"), "path") == "Field required"
         assert calls == []
+        # the first field in error (the dataset's path, at the top) has the focus
+        assert app.focused is screen.form("dataset-source-options").field_widget("path")
 
         await fill_qa_spec(pilot, wait_for, screen, tmp_path / "qa.jsonl", tmp_path / "model",
                            tmp_path / "runs")

@@ -133,6 +133,8 @@ async def test_artifacts_tab_marks_missing_paths(seeded_registry, tui_app, wait_
         screen = await open_registry(pilot, wait_for, "a")
         table = screen.query_one("#artifacts-table")
         assert sorted(cells(table)) == [
+            ["qa-lora-r16", "stopped", "checkpoint", "run-d/checkpoints/checkpoint-18", "missing",
+             "2026-11-01 10:00"],
             ["smollm2-wordnet-full", "completed", "model", "run-b/final", "missing",
              "2026-11-01 08:00"],
             ["smollm2-wordnet-lora", "completed", "adapter", "run-a/final", "yes",
@@ -193,9 +195,10 @@ def test_registry_plugins_snapshot(snap_compare, seeded_registry, tui_app, wait_
 
 def test_registry_artifacts_snapshot(snap_compare, seeded_registry, tui_app, wait_for,
                                      monkeypatch):
-    """The Artifacts tab is active: run-b's model and run-a's adapter, both completed (green),
-    paths run-b/final and run-a/final relative to the registry's folder, both marked missing
-    in red, created 2026-11-01 08:00."""
+    """The Artifacts tab is active, newest first: qa-lora-r16's checkpoint (stopped, yellow,
+    run-d/checkpoints/checkpoint-18, 10:00), run-b's model (08:00) and run-a's adapter (07:00)
+    (completed, green; run-b/final and run-a/final), paths relative to the registry's folder,
+    all marked missing in red."""
     async def run_before(pilot):
         await open_registry(pilot, wait_for, "a")
 

@@ -256,7 +256,8 @@ def test_snapshot_run_curves(snap_compare, seeded_registry, tui_app, wait_for):
     """run-e's monitor, Curves tab, at 100×30: "wordnet-lora-long  run-e  running  on cuda",
     the model/strategy/dataset line, a 25% progress bar with "step 25/100 · 2,250 tok/s",
     the tabs, the falling train-loss curve (steps 1–25) and the falling learning rate side by
-    side, and the footer keys (esc Back, s Stop, u Resume, e Evaluate, c Compare)."""
+    side, and the footer keys (esc Back, s Stop, u Resume, e Eval, c Compare, n New,
+    g Registry, q Quit); the tab labels carry their keys (1 Curves … 5 Spec)."""
 
     async def ready(pilot):
         await open_run_e(pilot, wait_for, "curves")
@@ -306,6 +307,9 @@ async def test_closing_the_tui_leaves_the_run_going_and_stop_checkpoints_it(
         await pilot.press("y")
         await wait_for(pilot, lambda: monitor.run_row["status"] == "stopped", timeout_s=60)
         [ckpt] = registry.checkpoints(run_id)
+        log = monitor.query_one(Log)  # a detached run logs to run.log too
+        await wait_for(pilot, lambda: any("stopped at step" in line for line in log.lines))
+        assert any(line.endswith(" INFO training") for line in log.lines)
         await wait_for(pilot, lambda: "checkpoint step" in str(monitor.query_one("#head").render()))
         head = str(monitor.query_one("#head").render())
     assert "stopped" in head
@@ -319,3 +323,41 @@ async def wait_for_step(registry: Registry, run_id: str, step: int, timeout_s: f
     while registry.get_run(run_id)["step"] < step:
         assert time.monotonic() < deadline, f"run {run_id} did not reach step {step}"
         await asyncio.sleep(0.1)
+
+
+async def test_eta_counts_from_the_last_resume_and_curves_reread_relogged_steps(
+        seeded_registry, tui_app, wait_for):
+    reg = Registry(seeded_registry)
+    start = parse_time(reg.get_run("run-e")["started_at"])
+    for step in range(1, 21):  # steps 1-20, one a second; then stopped for an hour
+        reg.db.execute("UPDATE metrics SET at = ? WHERE run_id = 'run-e' AND step = ?",
+                       [(start + timedelta(seconds=step)).isoformat(), step])
+    resumed = start + timedelta(hours=1)
+    for step in range(21, 26):  # steps 21-25 after the resume, one every 4 s
+        reg.db.execute("UPDATE metrics SET at = ? WHERE run_id = 'run-e' AND step = ?",
+                       [(resumed + timedelta(seconds=4 * (step - 20))).isoformat(), step])
+    reg.update_run("run-e", resumed_at=resumed.isoformat())
+    app = tui_app(seeded_registry)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_run(app, pilot, wait_for, "run-e")
+        assert screen.steps_per_s() == pytest.approx(0.25)  # not 5 steps over an hour
+        assert str(screen.query_one("#rate").content).startswith("step 25/100 · ETA 5:00")
+
+        # killed after step 25 with a checkpoint at 22; the resumed run logs 23… again
+        reg.delete_metrics_after("run-e", 22)
+        reg.add_metrics("run-e", 23, {"loss": 0.5})
+        loss = screen.series
+        await wait_for(pilot, lambda: "loss" in loss and loss["loss"].last == (23, 0.5))
+        xs, ys = loss["loss"].points()
+        assert xs == list(range(1, 24)) and ys[-1] == 0.5
+
+
+async def test_a_broken_registry_is_reported_once_not_every_poll(tmp_path, tui_app, wait_for,
+                                                                  notes):
+    (tmp_path / "registry.db").write_text("not a database")
+    app = tui_app(tmp_path / "registry.db")
+    seen = notes(app)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.screen.polls >= 5)
+    assert len(seen) == 1 and seen[0][1] == "error"
+    assert "file is not a database" in seen[0][0]

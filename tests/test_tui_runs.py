@@ -220,3 +220,31 @@ def test_snapshot_runs_80x24(snap_compare, seeded_registry, tui_app, wait_for):
         await pilot.press("space")
 
     assert snap_compare(tui_app(seeded_registry), terminal_size=(80, 24), run_before=ready)
+
+
+async def test_columns_widen_when_a_cell_outgrows_them(seeded_registry, tui_app, wait_for):
+    app = tui_app(seeded_registry)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await started(app, pilot, wait_for)
+        table = screen.query_one(RunsTable)
+        screen.query_one("#filter").value = "wordnet-lora-long"  # only run-e: no eval yet
+        await wait_for(pilot, lambda: row_keys(table) == ["run-e"])
+        assert table.columns["eval"].width == len("eval")
+        reg = Registry(seeded_registry)
+        reg.update_run("run-e", status="completed")
+        reg.add_evaluation("run-e", "final", "perplexity", {"perplexity": 12.5})
+        await wait_for(pilot, lambda: cell(table, "run-e", "eval") == "perplexity 12.5")
+        assert table.columns["eval"].width == len("perplexity 12.5")
+        assert table.columns["status"].width == len("completed")
+
+
+async def test_no_match_says_so(seeded_registry, tui_app, wait_for):
+    app = tui_app(seeded_registry)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await started(app, pilot, wait_for)
+        screen.query_one("#filter").value = "no such run"
+        await pilot.pause()
+        assert not screen.query_one(RunsTable).display
+        assert str(screen.query_one("#empty").content) == (
+            "No run matches status 'all' and the text filter (f cycles the status; esc in the "
+            "filter clears it).")

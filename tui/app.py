@@ -48,7 +48,7 @@ class TuneyardApp(App):
     MODES = {"runs": RunsScreen, "compose": _compose, "registry": _registry}
     DEFAULT_MODE = "runs"
     BINDINGS = [
-        Binding("r", "switch_mode('runs')", "Runs"),
+        Binding("r", "runs", "Runs"),
         Binding("n", "switch_mode('compose')", "New"),
         Binding("g", "switch_mode('registry')", "Registry"),
         Binding("q", "quit", "Quit"),
@@ -68,21 +68,27 @@ class TuneyardApp(App):
         columns)."""
         if action == "switch_mode" and parameters and parameters[0] == self.current_mode:
             return False
-        return True
+        return not (action == "runs" and self.current_mode == "runs")  # there: esc goes back
+
+    def action_runs(self) -> None:
+        """Show the Runs list (closing any Run or Compare screen open over it)."""
+        self.switch_mode("runs")
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Runs", "Every run in the registry", lambda: self.switch_mode("runs"))
+        yield SystemCommand("Runs", "Every run in the registry", self.action_runs)
         yield SystemCommand("Compose a run", "Pick data, model, strategy, evaluators; launch",
                             lambda: self.switch_mode("compose"))
         yield SystemCommand("Registry", "Plugins, components, artifacts, datasets",
                             lambda: self.switch_mode("registry"))
 
     def open_run(self, run_id: str) -> None:
-        """Show the live monitor of ``run_id`` (in the Runs mode)."""
+        """Show the live monitor of ``run_id`` over the Runs list (esc returns to it)."""
         from tuneyard.tui.screens.run import RunScreen
 
-        self.switch_mode("runs")
+        self.action_runs()
         self.push_screen(RunScreen(run_id))
 
     def open_compare(self, run_ids: list[str]) -> None:

@@ -39,6 +39,7 @@ class Polling:
 
     polls: int = 0
     _wake: threading.Event | None = None
+    _error: str | None = None  # the error shown last (a failing registry fails every poll)
 
     def fetch(self, registry: Registry) -> Any:
         """Read what the screen shows. Runs in the worker thread; must not touch widgets."""
@@ -55,9 +56,11 @@ class Polling:
     def on_polled(self, message: Polled) -> None:
         message.stop()
         if message.error:
-            self.show_error(message.error)
+            if message.error != self._error:
+                self.show_error(message.error)
         else:
             self.show(message.data)
+        self._error = message.error
         self.polls += 1
 
     def on_screen_resume(self) -> None:

@@ -193,8 +193,11 @@ class ComposeScreen(Screen):
         yield self._component("strategy", mapping(data.get("strategy")))
         yield Label("Evaluators", classes="section")
         registered = self.plugins.components["evaluator"]
-        chosen = {e["name"]: mapping(e.get("options")) for e in data.get("evaluators") or []
-                  if isinstance(e, dict) and e.get("name") in registered}
+        listed = data.get("evaluators")
+        chosen = {e["name"]: mapping(e.get("options"))
+                  for e in (listed if isinstance(listed, list) else [])
+                  if isinstance(e, dict) and isinstance(e.get("name"), str)
+                  and e["name"] in registered}
         yield SelectionList(*[Selection(Text(f"{name} — {info.cls.description}"), name,
                                         name in chosen) for name, info in registered.items()],
                             id="evaluator", compact=True)
@@ -284,7 +287,15 @@ class ComposeScreen(Screen):
         """Validate every form (errors shown inline), then the whole spec (errors in the status
         line); returns the number of errors."""
         self._status("")
-        count = sum(len(form.validate()) for form in self.query(OptionsForm))
+        count, first = 0, None
+        for form in self.query(OptionsForm):
+            errors = form.validate()
+            count += len(errors)
+            field = next((name for name in errors if name), None)
+            if first is None and field:
+                first = form.field_widget(field)
+        if first is not None:
+            first.focus()  # scrolls the first field in error into view
         if count:
             return count
         try:
@@ -397,6 +408,10 @@ class ComposeScreen(Screen):
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:
             self.notify(f"{path}: cannot read: {exc.strerror}", severity="error")
+            return
+        except UnicodeDecodeError as exc:
+            self.notify(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8",
+                        severity="error")
             return
         except yaml.YAMLError as exc:
             self.notify(f"{path}: invalid YAML: {exc}", severity="error")

@@ -48,7 +48,8 @@ class RunPoll:
     """What one poll read: the run row, and what is new since the rows already shown."""
 
     run: dict[str, Any]
-    metrics: list[dict[str, Any]]  # metric rows after the last id shown
+    metrics: list[dict[str, Any]]  # metric rows after the last id shown…
+    metrics_from: int  # …which was this id when the poll read them
     system: list[dict[str, Any]]  # telemetry rows after the last id shown
     evaluations: list[dict[str, Any]]
     checkpoints: list[dict[str, Any]]
@@ -142,8 +143,11 @@ class RunScreen(Polling, Screen):
         Binding("escape", "back", "Back"),
         Binding("s", "stop", "Stop"),
         Binding("u", "resume", "Resume"),
-        Binding("e", "evaluate", "Evaluate"),
+        Binding("e", "evaluate", "Eval"),
         Binding("c", "compare", "Compare"),
+        # the tabs: their labels show the keys, the footer has no room at 80 columns
+        *(Binding(str(i), f"tab('{tab}')", tab, show=False) for i, tab in enumerate(
+            ("curves", "devices", "evaluations", "log", "spec"), 1)),
     ]
 
     def __init__(self, run_id: str) -> None:
@@ -167,17 +171,17 @@ class RunScreen(Polling, Screen):
             yield ProgressBar(show_eta=False, id="progress-bar")
             yield Static(id="rate")
         with TabbedContent():
-            with TabPane("Curves", id="curves"), Horizontal(id="plots"):
+            with TabPane("1 Curves", id="curves"), Horizontal(id="plots"):
                 yield MetricPlot("loss", placeholder="no steps yet", id="loss")
                 yield MetricPlot("learning rate", placeholder="no steps yet", id="lr")
-            with TabPane("Devices", id="devices"):
+            with TabPane("2 Devices", id="devices"):
                 yield DevicePanel()
-            with TabPane("Evaluations", id="evaluations"):
+            with TabPane("3 Evaluations", id="evaluations"):
                 yield Static("No evaluations yet.", id="eval-note")
                 yield DataTable(cursor_type="row", id="eval-table")
-            with TabPane("Log", id="log"):
+            with TabPane("4 Log", id="log"):
                 yield Log(id="log-view")
-            with TabPane("Spec", id="spec"), VerticalScroll():
+            with TabPane("5 Spec", id="spec"), VerticalScroll():
                 yield Static(id="spec-view")
         yield Footer(compact=True)
 
@@ -194,7 +198,8 @@ class RunScreen(Polling, Screen):
             stamp: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
         except FileNotFoundError:
             stamp = None
-        return RunPoll(run, registry.metrics_since(run["id"], self._metrics_after),
+        after = self._metrics_after
+        return RunPoll(run, registry.metrics_since(run["id"], after), after,
                        registry.system_metrics_since(run["id"], self._system_after),
                        registry.evaluations(run["id"]), registry.checkpoints(run["id"]),
                        stamp, None if stamp == self._log_stamp else tail(log) if stamp else [])
@@ -210,7 +215,9 @@ class RunScreen(Polling, Screen):
             self._checkpoints = data.checkpoints
             self._show_head(run)
         # a result may repeat rows of one not shown yet (after poll_now): keep newer rows only
-        metrics = [m for m in data.metrics if m["id"] > self._metrics_after]
+        # (none at all from a poll that read from before the curves were reset)
+        metrics = [m for m in data.metrics if m["id"] > self._metrics_after
+                   and data.metrics_from <= self._metrics_after]
         system = [s for s in data.system if s["id"] > self._system_after]
         self._add_metrics(metrics)
         evaluated = data.evaluations != self._evaluations
@@ -256,6 +263,15 @@ class RunScreen(Polling, Screen):
 
     def _add_metrics(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
+            series = self.series.get(row["name"])
+            if series and series.last and row["step"] <= series.last[0]:
+                # a resumed run logs again the steps after its checkpoint (the registry
+                # dropped the old rows): read the curves again from the start
+                self.series.clear()
+                self._step_times.clear()
+                self._metrics_after = 0
+                self.poll_now()
+                return
             self._metrics_after = row["id"]
             self.series.setdefault(row["name"], Series()).add(row["step"], row["value"])
             if not self._step_times or self._step_times[-1][0] != row["step"]:
@@ -294,10 +310,13 @@ class RunScreen(Polling, Screen):
             if evaluations else "No evaluations yet.")
 
     def steps_per_s(self) -> float | None:
-        """Steps per second over the last ``RATE_STEPS`` steps (from the metric times)."""
-        if len(self._step_times) < 2:
+        """Steps per second over the last ``RATE_STEPS`` steps (from the metric times), since
+        the last resume (the time a run spent stopped is no training time)."""
+        resumed = parse_time((self.run_row or {}).get("resumed_at"))
+        times = [(s, t) for s, t in self._step_times if resumed is None or t >= resumed]
+        if len(times) < 2:
             return None
-        (s0, t0), (s1, t1) = self._step_times[0], self._step_times[-1]
+        (s0, t0), (s1, t1) = times[0], times[-1]
         seconds = (t1 - t0).total_seconds()
         return (s1 - s0) / seconds if seconds > 0 and s1 > s0 else None
 
@@ -334,6 +353,9 @@ class RunScreen(Polling, Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
 
     def action_stop(self) -> None:
         run = self._ready(STOPPABLE, "stopped")

@@ -103,6 +103,7 @@ class RunsScreen(Polling, Screen):
         self.status_filter = "all"
         self._rows: dict[str, tuple[str, ...]] = {}  # run id → cells as shown
         self._pending: list[tuple[str, tuple[str, ...]]] = []  # rows not in the table yet
+        self._widths: dict[str, int] = {}  # column key → width (cells)
         self._cursor_to: str | None = None  # run to put the cursor on once the table is full
 
     def compose(self) -> ComposeResult:
@@ -139,6 +140,9 @@ class RunsScreen(Polling, Screen):
             cells = self._rows.get(run["id"])
             if run["status"] == "running" and cells:
                 duration = hms(duration_s(run, self.app.clock()))
+                if len(duration) > self._widths.get("duration", 0):
+                    self._refresh(rebuild=True)  # a wider column
+                    return
                 if duration != cells[at]:
                     self._rows[run["id"]] = (*cells[:at], duration, *cells[at + 1:])
                     table.update_cell(run["id"], "duration", duration)
@@ -179,15 +183,18 @@ class RunsScreen(Polling, Screen):
         """Show the polled runs: rewrite the changed cells, or rebuild the table when the rows
         changed (or ``rebuild``: the sort changed, so the headers do)."""
         table = self.query_one(RunsTable)
-        empty = not self.runs
-        table.display = not empty
-        self.query_one("#empty", Static).display = empty
-        if empty:
-            self.query_one("#empty", Static).update(
-                f"No runs yet in {self.app.registry_path}. Press n to compose one, or run: "
-                "tuneyard run SPEC.yaml")
         rows = {r["id"]: self._cells(r) for r in self.visible()}
-        if not rebuild and not self._pending and list(rows) == list(self._rows):
+        table.display = bool(rows)
+        empty = self.query_one("#empty", Static)
+        empty.display = not rows
+        if not self.runs:
+            empty.update(f"No runs yet in {self.app.registry_path}. Press n to compose one, or "
+                         "run: tuneyard run SPEC.yaml")
+        elif not rows:
+            empty.update(f"No run matches status '{self.status_filter}' and the text filter "
+                         "(f cycles the status; esc in the filter clears it).")
+        if not rebuild and not self._pending and list(rows) == list(self._rows) \
+                and self._fits(rows.values()):
             for run_id, cells in rows.items():
                 for (key, _), old, new in zip(COLUMNS, self._rows[run_id], cells):
                     if old != new:
@@ -197,6 +204,11 @@ class RunsScreen(Polling, Screen):
             self._rows = rows
             self._build()
         self._summarize()
+
+    def _fits(self, rows: Any) -> bool:
+        """Whether every cell fits its column (else the table is rebuilt with wider ones)."""
+        return all(len(v) <= self._widths.get(key, 0) or key in MAX_WIDTH
+                   for cells in rows for (key, _), v in zip(COLUMNS, cells, strict=True))
 
     def _cell(self, key: str, value: str) -> str | Text:
         if key == "status":
@@ -213,6 +225,7 @@ class RunsScreen(Polling, Screen):
             # widths from all the rows' text, so columns do not jump while the table fills
             longest = max((len(cells[i]) for cells in self._rows.values()), default=0)
             width = min(MAX_WIDTH.get(key, 32), max(longest, len(label)))
+            self._widths[key] = width
             table.add_column(label, key=key, width=width)
         rows = list(self._rows.items())
         self._pending, self._cursor_to = rows[CHUNK_ROWS:], current
