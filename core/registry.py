@@ -171,17 +171,25 @@ class Registry:
         return [_decode_run(r) for r in self.db.query(sql)]
 
     def reconcile(self) -> None:
-        """Mark ``running`` runs of this host whose process is gone as ``interrupted``."""
+        """Runs of this host whose process is gone: ``running`` ones become ``interrupted``
+        (resumable from their last checkpoint); ``queued`` ones whose detached process died
+        before it started become ``failed``."""
         host = socket.gethostname()
         for row in self.db.query(
-            "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?", [host]
+            "SELECT id, pid, status, output_dir FROM runs WHERE status IN (?, ?) AND host = ?",
+            [*ACTIVE, host],
         ):
-            if row["pid"] and not _pid_alive(row["pid"]):
-                self.db.execute(
-                    "UPDATE runs SET status = 'interrupted', ended_at = ?, error = ? "
-                    "WHERE id = ? AND status = 'running'",
-                    [now(), f"run process {row['pid']} is gone", row["id"]],
-                )
+            if not row["pid"] or _pid_alive(row["pid"]):
+                continue
+            if row["status"] == "running":
+                status, error = "interrupted", f"run process {row['pid']} is gone"
+            else:
+                status, error = "failed", (f"run process {row['pid']} exited before it "
+                                           f"started; see {row['output_dir']}/console.log")
+            self.db.execute(
+                "UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ? AND status = ?",
+                [status, now(), error, row["id"], row["status"]],
+            )
 
     def request_stop(self, run_id: str) -> bool:
         """Ask a queued or running run to stop: it saves a checkpoint at its next step and

@@ -232,6 +232,14 @@ def test_reconcile_marks_dead_running_run_interrupted(registry_path):
     assert reg.get_run(alive)["status"] == "running"
     assert reg.get_run(other_host)["status"] == "running"  # not ours to judge
 
+    never_started = reg.create_run({"name": "queued"}, output_dir="/runs/q")
+    reg.update_run(never_started, pid=dead_pid)
+    run = reg.get_run(never_started)
+    assert (run["status"], run["error"]) == (
+        "failed", f"run process {dead_pid} exited before it started; see /runs/q/console.log")
+    waiting = reg.create_run({"name": "no process yet"})
+    assert reg.get_run(waiting)["status"] == "queued"
+
 
 # -- broken files --------------------------------------------------------------------------
 def test_corrupt_file_is_a_tuneyard_error(tmp_path):
