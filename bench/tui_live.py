@@ -6,7 +6,8 @@ A writer process logs a fake run into a fresh registry at ``--steps-per-s`` step
 (5 metrics a step, one transaction each, as the runner does) plus 1 Hz telemetry of two GPUs
 and the CPU. The TUI (headless, in this process) shows that run's live monitor; once a second
 a key event is sent as the terminal driver would (right/left on the monitor's tabs) and the
-time until the app has handled it (the active tab changed) is measured. The TUI process's RSS is read every 10 s.
+time until the app has handled it (the active tab changed) is measured. The TUI process's RSS
+is read every 10 s.
 """
 
 from __future__ import annotations

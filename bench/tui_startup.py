@@ -4,11 +4,10 @@
 
 Each repeat starts a fresh Python process that does what ``tuneyard tui`` does (import the CLI,
 load the plugins, which add the ``tui`` command, then ``tuneyard.tui.command.open_app``) and
-runs the app headless. Three times are measured from just before the process is started (so interpreter
-start-up and imports count):
-``first frame`` (the Runs screen is painted), ``runs shown`` (the first registry poll is in the
-table: its first screenfuls) and ``table full`` (all the runs are rows of the table; the rest
-are added in chunks between frames).
+runs the app headless. Three times are measured from just before the process is started (so
+interpreter start-up and imports count): ``first frame`` (the Runs screen is painted), ``runs
+shown`` (the first registry poll is in the table: its first rows) and ``table full`` (all the
+runs are rows of the table; after the first 100 they are added in chunks between frames).
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ class RunsScreen(Polling, Screen):
         if not rebuild and not self._pending and list(rows) == list(self._rows) \
                 and self._fits(rows.values()):
             for run_id, cells in rows.items():
-                for (key, _), old, new in zip(COLUMNS, self._rows[run_id], cells):
+                for (key, _), old, new in zip(COLUMNS, self._rows[run_id], cells, strict=True):
                     if old != new:
                         table.update_cell(run_id, key, self._cell(key, new))
             self._rows = rows
@@ -235,7 +235,7 @@ class RunsScreen(Polling, Screen):
         """Add rows to the table; schedule the pending ones once it is idle again."""
         table = self.query_one(RunsTable)
         for run_id, cells in rows:
-            table.add_row(*(self._cell(key, v) for (key, _), v in zip(COLUMNS, cells)),
+            table.add_row(*(self._cell(key, v) for (key, _), v in zip(COLUMNS, cells, strict=True)),
                           key=run_id)
         if self._pending:
             self.set_timer(0.01, self._add_pending)  # timers wait for the idle measuring

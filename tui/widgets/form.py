@@ -4,8 +4,9 @@ One row per field: its name (``*`` when required) and type on the left; on the r
 input (bool → Switch, Literal → Select, numbers and strings → Input restricted to the type,
 lists → comma-separated Input, anything else → YAML Input such as ``{hidden_size: 64}``), the
 field's description, and its validation error, which appears as soon as the field is edited or
-left and clears when fixed. Defaults are shown as the input's placeholder, so a field left empty keeps
-its default and stays out of :meth:`OptionsForm.values` (the spec holds only what was set).
+left and clears when fixed. Defaults are shown as the input's placeholder, so a field left
+empty keeps its default and stays out of :meth:`OptionsForm.values` (the spec holds only what
+was set).
 """
 
 from __future__ import annotations
