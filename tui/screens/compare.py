@@ -15,7 +15,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from tuneyard.core.errors import RunNotFound
 from tuneyard.core.registry import Registry
@@ -117,13 +117,19 @@ class CompareScreen(Polling, Screen):
         self._last_step: dict[str, int] = {}  # worker thread only: run id → last loss step
         self._shown_evals: Any = None  # what the screen shows, to redraw only on change
         self._header_rows: list[tuple] = []
-        self._said: tuple[str, bool] | None = None
+        self._said: tuple[str, bool] | None = ("Loading runs…", False)  # as composed
 
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static(classes="empty", id="compare-message")
-        yield DataTable(id="header-table", cursor_type="none", zebra_stripes=True)
-        with TabbedContent(id="compare-tabs"):
+        # built whole here (no on_mount queries: the screen may close before it mounts)
+        yield Static("Loading runs…", classes="empty", id="compare-message")
+        header = DataTable(id="header-table", cursor_type="none", zebra_stripes=True)
+        header.add_columns("run", "status", "strategy", "steps", "final loss", "duration", "model")
+        header.can_focus = False
+        header.display = False
+        yield header
+        tabs = TabbedContent(id="compare-tabs")
+        tabs.display = False
+        with tabs:
             with TabPane("Loss curves", id="curves"):
                 yield MetricPlot("loss", ylabel="loss", placeholder="no steps logged yet",
                                  id="loss-plot")
@@ -134,12 +140,6 @@ class CompareScreen(Polling, Screen):
                 yield Static(classes="empty", id="diff-empty")
                 yield DataTable(id="diff-table", cursor_type="none", zebra_stripes=True)
         yield Footer(compact=True)
-
-    def on_mount(self) -> None:
-        header = self.query_one("#header-table", DataTable)
-        header.add_columns("run", "status", "strategy", "steps", "final loss", "duration", "model")
-        header.can_focus = False
-        self._say("Loading runs…", comparing=False)
 
     # -- worker thread -----------------------------------------------------------------------
     def fetch(self, registry: Registry) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import (DataTable, Footer, Header, Log, ProgressBar, Static, TabbedContent,
+from textual.widgets import (DataTable, Footer, Log, ProgressBar, Static, TabbedContent,
                              TabPane)
 
 from tuneyard.core.errors import TuneyardError
@@ -165,7 +165,6 @@ class RunScreen(Polling, Screen):
         self._log_stamp: tuple[int, int] | None = (-1, -1)
 
     def compose(self) -> ComposeResult:
-        yield Header()
         yield Static(f"loading run {self.run_id} …", id="head")
         with Horizontal(id="progress"):
             yield ProgressBar(show_eta=False, id="progress-bar")
@@ -178,16 +177,14 @@ class RunScreen(Polling, Screen):
                 yield DevicePanel()
             with TabPane("3 Evaluations", id="evaluations"):
                 yield Static("No evaluations yet.", id="eval-note")
-                yield DataTable(cursor_type="row", id="eval-table")
+                table = DataTable(cursor_type="row", id="eval-table")
+                table.add_columns("evaluator", "metric", "baseline", "final", "change")
+                yield table
             with TabPane("4 Log", id="log"):
                 yield Log(id="log-view")
             with TabPane("5 Spec", id="spec"), VerticalScroll():
                 yield Static(id="spec-view")
         yield Footer(compact=True)
-
-    def on_mount(self) -> None:
-        self.query_one("#eval-table", DataTable).add_columns(
-            "evaluator", "metric", "baseline", "final", "change")
 
     # -- polling ---------------------------------------------------------------------------
     def fetch(self, registry: Registry) -> RunPoll:
