@@ -246,7 +246,7 @@ def execute(registry: Registry, run_id: str, progress: Progress | None = None,
         raise
     except Exception as exc:
         error = str(exc) if isinstance(exc, TuneyardError) else f"{type(exc).__name__}: {exc}"
-        log.error("run %s failed: %s", run_id, error)
+        log.info("run %s failed: %s", run_id, error)  # for run.log; the caller reports it
         raise
     finally:
         telemetry.stop()

@@ -38,6 +38,12 @@ async def test_app_keys_switch_screens_and_r_returns_to_the_list(seeded_registry
         app.open_run("run-a")  # e.g. a launch from Compose: the new monitor over the list
         await wait_for(pilot, lambda: app.screen.run_id == "run-a" and app.screen.polls)
         assert [type(s) for s in app.screen_stack] == [RunsScreen, RunScreen]
+        await pilot.press("r")  # from a monitor
+        assert isinstance(app.screen, RunsScreen) and len(app.screen_stack) == 1
+        app.open_compare(["run-a", "run-b"])
+        await wait_for(pilot, lambda: app.screen.polls)
+        await pilot.press("r")  # from Compare
+        assert isinstance(app.screen, RunsScreen) and len(app.screen_stack) == 1
         await pilot.press("n")
         assert isinstance(app.screen, ComposeScreen)
         await pilot.press("r")

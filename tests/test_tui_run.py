@@ -81,6 +81,12 @@ async def test_running_run(seeded_registry, tui_app, wait_for):
         (out / "run.log").write_text("".join(f"line {i}\n" for i in range(300)))
         await wait_for(pilot, lambda: len(log.lines) == 200)
         assert log.lines[0] == "line 100" and log.lines[-1] == "line 299"
+        await pilot.press("4")  # the Log tab shows the newest lines
+        await wait_for(pilot, lambda: log.max_scroll_y > 0 and log.scroll_y == log.max_scroll_y)
+        with open(out / "run.log", "a") as f:
+            f.write("".join(f"line {i}\n" for i in range(300, 320)))
+        await wait_for(pilot, lambda: log.lines[-1] == "line 319")
+        await wait_for(pilot, lambda: log.scroll_y == log.max_scroll_y)
 
 
 async def test_eta_and_curves_fed_incrementally_at_80x24(seeded_registry, tui_app, wait_for,

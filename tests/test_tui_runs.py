@@ -246,5 +246,19 @@ async def test_no_match_says_so(seeded_registry, tui_app, wait_for):
         await pilot.pause()
         assert not screen.query_one(RunsTable).display
         assert str(screen.query_one("#empty").content) == (
-            "No run matches status 'all' and the text filter (f cycles the status; esc in the "
+            "No run matches status 'all' and 'no such run' (f cycles the status; esc in the "
             "filter clears it).")
+
+
+async def test_the_table_has_the_focus_again_after_an_empty_status(seeded_registry, tui_app,
+                                                                   wait_for):
+    app = tui_app(seeded_registry)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await started(app, pilot, wait_for)
+        table = screen.query_one(RunsTable)
+        await pilot.press(*"fffff")  # … stopped → interrupted: nothing matches
+        assert screen.status_filter == "interrupted" and not table.display
+        await pilot.press("f", "f")  # queued → all
+        assert screen.status_filter == "all" and app.focused is table
+        await pilot.press("down", "enter")
+        assert type(app.screen).__name__ == "RunScreen"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ def evaluate(registry_path: Path, run_id: str, output_dir: str) -> int:
         proc = subprocess.Popen(_command(registry_path, "eval", run_id), stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
+    threading.Thread(target=proc.wait, daemon=True).start()  # reap it: no zombie
     return proc.pid
 
 

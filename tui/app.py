@@ -68,7 +68,8 @@ class TuneyardApp(App):
         columns)."""
         if action == "switch_mode" and parameters and parameters[0] == self.current_mode:
             return False
-        return not (action == "runs" and self.current_mode == "runs")  # there: esc goes back
+        # (a monitor and Compare bind r themselves, unshown: their footer shows esc Back)
+        return not (action == "runs" and isinstance(self.screen, RunsScreen))
 
     def action_runs(self) -> None:
         """Show the Runs list (closing any Run or Compare screen open over it)."""

@@ -97,6 +97,7 @@ class CompareScreen(Polling, Screen):
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
+        Binding("r", "app.runs", "Runs", show=False),  # esc (Back) is in the footer
         Binding("l", "tab('curves')", "Loss curves"),
         Binding("m", "tab('metrics')", "Metrics"),
         Binding("d", "tab('diff')", "Spec diff"),

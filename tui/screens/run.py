@@ -145,6 +145,7 @@ class RunScreen(Polling, Screen):
         Binding("u", "resume", "Resume"),
         Binding("e", "evaluate", "Eval"),
         Binding("c", "compare", "Compare"),
+        Binding("r", "app.runs", "Runs", show=False),  # esc (Back) is in the footer
         # the tabs: their labels show the keys, the footer has no room at 80 columns
         *(Binding(str(i), f"tab('{tab}')", tab, show=False) for i, tab in enumerate(
             ("curves", "devices", "evaluations", "log", "spec"), 1)),
@@ -284,6 +285,11 @@ class RunScreen(Polling, Screen):
         log = self.query_one("#log-view", Log)
         log.clear()
         log.write_lines(lines or [f"no log yet ({run['output_dir']}/run.log)"])
+        self.call_after_refresh(log.scroll_end, animate=False)  # the newest line, once laid out
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "log":  # a hidden log could not scroll: show its end now
+            self.call_after_refresh(self.query_one("#log-view", Log).scroll_end, animate=False)
 
     def _draw_curves(self) -> None:
         empty = Series()

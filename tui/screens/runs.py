@@ -185,14 +185,18 @@ class RunsScreen(Polling, Screen):
         table = self.query_one(RunsTable)
         rows = {r["id"]: self._cells(r) for r in self.visible()}
         table.display = bool(rows)
+        if rows and self.app.focused is None:
+            table.focus()  # hidden while nothing matched, it lost the focus
         empty = self.query_one("#empty", Static)
         empty.display = not rows
         if not self.runs:
             empty.update(f"No runs yet in {self.app.registry_path}. Press n to compose one, or "
                          "run: tuneyard run SPEC.yaml")
         elif not rows:
-            empty.update(f"No run matches status '{self.status_filter}' and the text filter "
-                         "(f cycles the status; esc in the filter clears it).")
+            text = self.query_one(FilterInput).value.strip()
+            empty.update(f"No run matches status '{self.status_filter}'"
+                         + (f" and '{text}'" if text else "")
+                         + " (f cycles the status; esc in the filter clears it).")
         if not rebuild and not self._pending and list(rows) == list(self._rows) \
                 and self._fits(rows.values()):
             for run_id, cells in rows.items():
