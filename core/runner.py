@@ -234,7 +234,8 @@ def execute(registry: Registry, run_id: str, progress: Progress | None = None,
                         plugin_versions=plugins.versions(), ended_at=None, error=None,
                         stop_requested_at=None, **start)
     registry.sync_plugins(plugins)
-    telemetry = Telemetry(registry.path, run_id, plugins, run["spec"])
+    interval_s = RunSpec.model_validate(run["spec"]).training.telemetry_interval_s
+    telemetry = Telemetry(registry.path, run_id, plugins, interval_s)
     telemetry.start()
     stop = StopRequest(registry, run_id)
     status, error = "failed", None
@@ -312,9 +313,9 @@ class Telemetry:
     whole run (loading, training, evaluation). A failing monitor is logged once and skipped:
     telemetry never stops a run."""
 
-    def __init__(self, registry_path: Path, run_id: str, plugins: Plugins, spec: dict) -> None:
-        self.path, self.run_id = registry_path, run_id
-        self.interval_s = RunSpec.model_validate(spec).training.telemetry_interval_s
+    def __init__(self, registry_path: Path, run_id: str, plugins: Plugins,
+                 interval_s: float) -> None:
+        self.path, self.run_id, self.interval_s = registry_path, run_id, interval_s
         self.monitors = [info.cls(info.cls.Options())
                          for info in plugins.components["device-monitor"].values()]
         self.done = threading.Event()

@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from tuneyard.core.errors import RunNotFound
-from tuneyard.core.registry import Registry
+from tuneyard.core.registry import Registry, baseline_and_final
 from tuneyard.tui.format import duration_s, hms, num, status_text
 from tuneyard.tui.polling import Polling
 from tuneyard.tui.series import Series
@@ -72,13 +72,6 @@ def best_index(metric: str, values: list[float | None]) -> int | None:
         return None
     lower = any(word in metric for word in LOWER_IS_BETTER)
     return (min(present) if lower else max(present))[1]
-
-
-def latest_evaluations(evaluations: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
-    """``(evaluator, metric)`` → value at the latest evaluated checkpoint other than ``base``
-    (``evaluations`` oldest first, as :meth:`Registry.evaluations` returns them)."""
-    return {(e["evaluator"], e["metric"]): e["value"]
-            for e in evaluations if e["checkpoint"] != "base"}
 
 
 def run_labels(runs: list[dict[str, Any]]) -> list[str]:
@@ -164,7 +157,9 @@ class CompareScreen(Polling, Screen):
             losses[rid] = [(r["step"], r["value"]) for r in rows if r["name"] == "loss"]
             if losses[rid]:
                 self._last_step[rid] = losses[rid][-1][0]
-            evals[rid] = latest_evaluations(registry.evaluations(rid))
+            evals[rid] = {key: final for key, (_, final) in
+                          baseline_and_final(registry.evaluations(rid)).items()
+                          if final is not None}
             runs.append(run)
         return {"runs": runs, "missing": missing, "losses": losses, "evals": evals,
                 "reset": reset}
