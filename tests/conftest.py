@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import site
 import socket
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -61,6 +64,25 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     )
     LlamaForCausalLM(config).save_pretrained(out)
     return out
+
+
+@pytest.fixture
+def fresh_venv(tmp_path, monkeypatch) -> Path:
+    """A new virtual environment (its ``python`` returned) that sees this one's packages
+    (tuneyard, torch, pip, pytest) through a ``.pth`` file, so a plugin installed into it lands
+    in the new environment only. pip runs offline there: no index, no build isolation (the
+    build backend, setuptools, is one of the packages seen)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.check_output(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], text=True)
+    Path(purelib.strip(), "_tuneyard_parent_env.pth").write_text("".join(
+        f"import site; site.addsitedir({path!r})\n" for path in site.getsitepackages()))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_NO_BUILD_ISOLATION", "0")  # pip reads "0" as: do not isolate
+    monkeypatch.setenv("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+    return python
 
 
 @pytest.fixture
