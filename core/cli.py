@@ -60,9 +60,13 @@ def handle_errors(fn):
 @click.version_option(version("tuneyard"), prog_name="tuneyard")
 @click.option("--registry", type=click.Path(dir_okay=False),
               help="Registry file [default: ./registry.db; env TUNEYARD_REGISTRY]")
+@click.option("--plugins-dir", type=click.Path(exists=True, file_okay=False),
+              help="Also load each *.py file of this folder as a plugin [env "
+                   "TUNEYARD_PLUGINS_DIR]. TUNEYARD_LOAD_PLUGINS=a,b loads only those "
+                   "third-party plugins (empty: none); TUNEYARD_TRACE_PLUGINS=1 prints hook calls.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.pass_context
-def cli(ctx: click.Context, registry: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, registry: str | None, plugins_dir: str | None, debug: bool) -> None:
     """tuneyard: train language models (fine-tune, LoRA, pre-train), evaluate, compare.
 
     \b
@@ -72,15 +76,33 @@ def cli(ctx: click.Context, registry: str | None, debug: bool) -> None:
       tuneyard --registry other.db runs list   (global options go before the command)
     """
     ctx.obj = {"registry": registry, "debug": debug}
-    handler = RichHandler(console=err_console, show_time=False, show_path=debug,
-                          level=logging.DEBUG if debug else logging.WARNING)
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s",
-                        handlers=[handler])
+    configure_logging(debug)
+    if plugins_dir is not None:
+        use_plugins_dir(plugins_dir)
     if ctx.invoked_subcommand is None:
         if "tui" in cli.commands and sys.stdin.isatty() and sys.stdout.isatty():
             ctx.invoke(cli.commands["tui"])  # the TUI plugin's command
         else:
             click.echo(ctx.get_help())
+
+
+def configure_logging(debug: bool) -> None:
+    """Log warnings (debug: everything, with the source line) to stderr through rich."""
+    handler = RichHandler(console=err_console, show_time=False, show_path=debug,
+                          level=logging.DEBUG if debug else logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s",
+                        handlers=[handler])
+
+
+def use_plugins_dir(folder: str) -> None:
+    """Load plugins from ``folder`` from now on, in this process and the processes it starts
+    (runs, the TUI's commands): ``TUNEYARD_PLUGINS_DIR`` is set to its absolute path."""
+    from tuneyard.core.plugins import PLUGINS_DIR_ENV, get_plugins
+
+    folder = str(Path(folder).resolve())
+    if os.environ.get(PLUGINS_DIR_ENV) != folder:
+        os.environ[PLUGINS_DIR_ENV] = folder
+        get_plugins.cache_clear()
 
 
 def open_registry(create: bool = False) -> Any:
@@ -349,14 +371,16 @@ def _num(value: float | None) -> str:
 # -- plugins -------------------------------------------------------------------------------
 @cli.group()
 def plugins() -> None:
-    """Installed plugins and the components they provide."""
+    """Plugins: list, install, uninstall, scaffold a new one."""
 
 
 @plugins.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
 @handle_errors
-def plugins_list(as_json: bool) -> None:
-    """Every plugin (built-in or installed) with its components, hooks and load errors."""
+def plugins_list(as_json: bool, show_all: bool) -> None:
+    """Third-party plugins (installed packages and plugins-directory files; --all adds the
+    built-ins): version, source, hooks, components and why one was skipped."""
     from tuneyard.core.plugins import get_plugins
 
     p = get_plugins()
@@ -364,28 +388,116 @@ def plugins_list(as_json: bool) -> None:
         open_registry().sync_plugins(p)
     except TuneyardError:
         pass  # no registry yet: the first run records the plugins
+    infos = [i for i in p.infos.values() if show_all or i.source != "builtin"]
     if as_json:
         options = {f"{kind}:{name}": c.cls.Options.model_json_schema()
                    for kind, items in p.components.items() for name, c in items.items()}
-        click.echo(json.dumps([{**vars(i), "options": {c: options[c] for c in i.components}}
-                               for i in p.infos.values()], indent=2))
+        click.echo(json.dumps([{**vars(i), "status": i.status,
+                                "options": {c: options[c] for c in i.components}}
+                               for i in infos], indent=2))
         return
-    table = Table("plugin", "version", "source", "provides", "status", title="plugins",
-                  box=None, pad_edge=False, header_style="bold")
-    for i in p.infos.values():
-        provides = ", ".join(c.partition(":")[2] for c in i.components)
-        status = "[red]" + escape("; ".join(i.errors)) + "[/]" if i.errors else "[green]ok[/]"
-        table.add_row(i.name, i.version or "", i.source, provides, status)
-    console.print(table)
-    console.print()
-    comps = Table("kind", "name", "plugin", "options", "description",
-                  title="components (hooks and option schemas: --json)", box=None,
+    if not infos:
+        console.print("No third-party plugins (install one: tuneyard plugins install NAME|PATH; "
+                      "--all lists the built-ins too).")
+        return
+    table = Table("plugin", "version", "source", "hooks", "status", title="plugins", box=None,
                   pad_edge=False, header_style="bold")
+    for i in infos:
+        status = {"ok": "[green]ok[/]", "disabled": "[yellow]disabled[/]",
+                  "failed": "[red]skipped[/]"}[i.status]
+        source = f"package {i.package}" if i.source == "package" else i.source
+        table.add_row(escape(i.name), i.version or "", escape(source), ", ".join(i.hooks), status)
+    console.print(table)
+    for i in infos:
+        if i.source == "file":
+            console.print(f"{escape(i.name)}: file {escape(i.path)}", soft_wrap=True)
+        if i.errors:
+            console.print(f"[red]plugin {escape(i.name)} skipped:[/] " + escape("; ".join(
+                i.errors)), soft_wrap=True)
+        if i.disabled:
+            console.print(f"[yellow]plugin {escape(i.name)} disabled:[/] not in "
+                          "TUNEYARD_LOAD_PLUGINS", soft_wrap=True)
+    shown = {i.name for i in infos}
+    comps = Table("kind", "name", "plugin", "options", "description",
+                  title="components (option schemas: --json)", box=None, pad_edge=False,
+                  header_style="bold")
     for kind, items in p.components.items():
         for name, c in sorted(items.items()):
-            comps.add_row(kind, name, c.plugin, ", ".join(c.cls.Options.model_fields),
-                          c.cls.description)
-    console.print(comps)
+            if c.plugin in shown:
+                comps.add_row(kind, name, c.plugin, ", ".join(c.cls.Options.model_fields),
+                              c.cls.description)
+    if comps.row_count:
+        console.print()
+        console.print(comps)
+
+
+@plugins.command("install")
+@click.argument("target", metavar="NAME|PATH")
+@click.option("--upgrade", "-U", is_flag=True, help="Upgrade it if already installed.")
+@click.option("--editable", "-e", is_flag=True,
+              help="Install a local package folder in editable (development) mode.")
+@handle_errors
+def plugins_install(target: str, upgrade: bool, editable: bool) -> None:
+    """Install a plugin package from PyPI (NAME) or a local folder or archive (PATH) with pip,
+    into tuneyard's own environment; then list what it adds."""
+    from tuneyard.core.plugins import get_plugins, pip_argv, reload_plugins, run_pip
+
+    argv = pip_argv("install", target, upgrade=upgrade, editable=editable)
+    before = {n: i.version for n, i in get_plugins().infos.items()}
+    run_pip(argv)
+    after = reload_plugins()
+    changed = [i for n, i in after.infos.items() if before.get(n, "new") != i.version]
+    if not changed:
+        err_console.print(f"pip installed {target}, but no tuneyard plugin was added or changed "
+                          "(a plugin package declares an entry point in group 'tuneyard')")
+        return
+    for i in changed:
+        what = ", ".join(c.replace(":", " ", 1) for c in i.components) or "no components"
+        state = "[green]ok[/]" if i.status == "ok" else "[red]skipped: " + escape(
+            "; ".join(i.errors)) + "[/]"
+        console.print(f"plugin [bold]{escape(i.name)}[/] {i.version} ({i.package}): {what} — "
+                      f"{state}", soft_wrap=True)
+
+
+@plugins.command("uninstall")
+@click.argument("name", metavar="NAME")
+@handle_errors
+def plugins_uninstall(name: str) -> None:
+    """Uninstall a plugin package (by plugin or distribution NAME) with pip."""
+    from tuneyard.core.plugins import get_plugins, pip_argv, reload_plugins, run_pip
+
+    info = get_plugins().infos.get(name)
+    if info is not None and info.source == "builtin":
+        raise TuneyardError(f"plugins uninstall: {name} is a built-in plugin; disable "
+                            "third-party ones with TUNEYARD_LOAD_PLUGINS instead")
+    if info is not None and info.source == "file":
+        raise TuneyardError(f"plugins uninstall: {name} is a plugins-directory file; delete "
+                            f"{info.path} instead")
+    run_pip(pip_argv("uninstall", info.package if info and info.package else name))
+    left = [i.name for i in reload_plugins().infos.values()
+            if name in (i.name, i.package) and i.source == "package"]
+    if left:
+        raise TuneyardError(f"plugin {name} is still installed (from another environment "
+                            "on sys.path?)")
+    err_console.print(f"uninstalled {name}")
+
+
+@plugins.command("new")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["evaluator", "dataset-source", "model-provider",
+                                           "strategy"]),
+              default="evaluator", show_default=True, help="The component it provides.")
+@click.option("--dir", "parent", type=click.Path(file_okay=False), default=".",
+              show_default=True, help="Where to create the package folder.")
+@handle_errors
+def plugins_new(name: str, kind: str, parent: str) -> None:
+    """Write a ready plugin package tuneyard-NAME/: pyproject with the entry point, a module
+    with a working component, a passing test and a README."""
+    from tuneyard.core.scaffold import new_plugin
+
+    folder = new_plugin(name, kind, Path(parent))
+    console.print(f"created {folder}\n\nnext:\n  tuneyard plugins install --editable {folder}\n"
+                  f"  cd {folder} && python -m pytest", soft_wrap=True, highlight=False)
 
 
 def main() -> None:
@@ -393,8 +505,28 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from tuneyard.core.plugins import get_plugins
 
-    get_plugins().pm.hook.register_commands(cli=cli)
+    options = global_options(sys.argv[1:])
+    configure_logging("--debug" in options)
+    if os.path.isdir(options.get("--plugins-dir", "")):
+        use_plugins_dir(options["--plugins-dir"])
+    get_plugins().register_commands(cli)
     cli(prog_name="tuneyard")
+
+
+def global_options(args: list[str]) -> dict[str, str]:
+    """The options before the command name (``--debug``, ``--plugins-dir DIR``), read before
+    click parses the command line: plugins, which may add commands, load first."""
+    found: dict[str, str] = {}
+    takes_value = {p.opts[0] for p in cli.params if isinstance(p, click.Option) and not p.is_flag}
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        name, eq, value = args[i].partition("=")
+        if name in takes_value and not eq:
+            value = args[i + 1] if i + 1 < len(args) else ""
+            i += 1
+        found[name] = value
+        i += 1
+    return found
 
 
 if __name__ == "__main__":  # ``python -m tuneyard.core.cli``: how the TUI runs commands

@@ -17,7 +17,9 @@ Schema (units in column names; times are ISO-8601 UTC strings):
 - ``artifacts``: run_id, kind (adapter, model, tokenizer, spec), path, created_at.
 - ``evaluations``: run_id, checkpoint (``base``/``final``/folder name), evaluator, metric,
   value, details (JSON list of per-example dicts, on the first metric row of an evaluator), at.
-- ``plugins``: name, version, source, hooks (JSON), components (JSON), error, loaded_at.
+- ``plugins``: name, version, source (builtin/package/file), hooks (JSON), components (JSON),
+  error, loaded_at, package (the distribution; NULL for a file), path (module or file),
+  status (ok/failed/disabled) — what ``tuneyard plugins list --all`` prints.
 - ``components``: kind, name, plugin, description, options_schema (JSON schema).
 """
 
@@ -110,8 +112,16 @@ def _m002_live_monitoring(db: Database) -> None:
     _index(db, "system_metrics", ["run_id"])
 
 
+def _m003_plugin_sources(db: Database) -> None:
+    """Where each plugin comes from (distribution or file) and whether it loaded."""
+    db.conn.execute("ALTER TABLE plugins ADD COLUMN package TEXT")
+    db.conn.execute("ALTER TABLE plugins ADD COLUMN path TEXT")
+    db.conn.execute("ALTER TABLE plugins ADD COLUMN status TEXT")
+
+
 #: (version, migration) in order; the registry records the highest applied version.
 MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [
     (1, _m001_initial),
     (2, _m002_live_monitoring),
+    (3, _m003_plugin_sources),
 ]

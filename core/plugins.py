@@ -1,20 +1,41 @@
 """The one plugin manager.
 
-Built-in plugins and third-party ones load through the same path: the entry points of group
-``tuneyard`` (tuneyard's own pyproject declares its built-ins there). A plugin that fails to
-import, raises in a registration hook or registers an invalid component is recorded in
-:attr:`Plugins.infos` with its error and skipped; it never stops the host.
+Every plugin loads through :meth:`Plugins.load`, in this order:
+
+1. built-ins: the entry points of group ``tuneyard`` declared by tuneyard's own pyproject;
+2. installed packages: the other entry points of group ``tuneyard`` (``tuneyard plugins install``);
+3. one-off files: each ``*.py`` in the plugins directory (``--plugins-dir DIR`` or
+   ``TUNEYARD_PLUGINS_DIR``), named after the file, versioned by a hash of its content.
+
+``TUNEYARD_LOAD_PLUGINS=a,b`` loads only those third-party plugins (by plugin or distribution
+name; empty = none), the way out of a broken one; built-ins always load (as in simonw/llm's
+``LLM_LOAD_PLUGINS``). ``TUNEYARD_TRACE_PLUGINS=1`` prints every hook call with its plugin and
+duration to stderr (as datasette's ``DATASETTE_TRACE_PLUGINS``).
+
+A plugin that fails to import, raises in a registration hook, registers an invalid component
+(not a subclass of its kind's base, no name, a broken options model) or a name already taken is
+recorded in :attr:`Plugins.infos` with its error and skipped whole: its components are dropped
+and its hooks unregistered. It never stops the host.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import logging
+import os
+import site
+import subprocess
+import sys
+import sysconfig
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -22,11 +43,14 @@ from pydantic import BaseModel
 
 from tuneyard.core import hookspecs
 from tuneyard.core.components import BASES, KINDS, Component
-from tuneyard.core.errors import PluginError, unknown_name
+from tuneyard.core.errors import PluginError, TuneyardError, unknown_name
 
 log = logging.getLogger(__name__)
 
 GROUP = "tuneyard"
+PLUGINS_DIR_ENV = "TUNEYARD_PLUGINS_DIR"
+LOAD_ENV = "TUNEYARD_LOAD_PLUGINS"
+TRACE_ENV = "TUNEYARD_TRACE_PLUGINS"
 
 #: registration hook → component kind it registers
 REGISTRATION_HOOKS = {
@@ -40,14 +64,34 @@ REGISTRATION_HOOKS = {
 
 @dataclass
 class PluginInfo:
-    """One loaded (or failed) plugin: what ``tuneyard plugins list`` prints."""
+    """One plugin, loaded, failed or not loaded: a row of ``tuneyard plugins list``.
+
+    Attributes:
+        name: the entry-point name, or the file's stem for a plugins-directory file.
+        version: the distribution's version; ``sha256:<12 hex>`` of a file plugin's content.
+        source: ``builtin``, ``package`` or ``file``.
+        package: the distribution that ships it (``None`` for a file).
+        path: the module (``package.module``) or the file's absolute path.
+        hooks: names of the hooks it implements.
+        components: ``kind:name`` of each component it registered.
+        errors: why it was skipped; empty when it loaded.
+        disabled: not loaded because ``TUNEYARD_LOAD_PLUGINS`` leaves it out.
+    """
 
     name: str
     version: str | None
-    source: str  # "builtin" or "package"
+    source: str
+    package: str | None = None
+    path: str | None = None
     hooks: list[str] = field(default_factory=list)
-    components: list[str] = field(default_factory=list)  # "kind:name"
+    components: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    disabled: bool = False
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``failed`` or ``disabled``."""
+        return "disabled" if self.disabled else "failed" if self.errors else "ok"
 
 
 @dataclass
@@ -63,16 +107,39 @@ class ComponentInfo:
 
 
 class Plugins:
-    """The loaded plugins and the components they registered."""
+    """The loaded plugins and the components they registered.
 
-    def __init__(self) -> None:
+    Args:
+        trace: print every hook call (plugin, hook, duration in ms) to stderr; default: the
+            ``TUNEYARD_TRACE_PLUGINS`` environment variable is set to a non-empty value other
+            than ``0``.
+    """
+
+    def __init__(self, trace: bool | None = None) -> None:
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self.components: dict[str, dict[str, ComponentInfo]] = {k: {} for k in KINDS}
+        self.trace = os.environ.get(TRACE_ENV, "") not in ("", "0") if trace is None else trace
+        self._reported: set[tuple] = set()  # (plugin, hook, run id) failures already logged
 
     # -- loading ---------------------------------------------------------------------------
-    def load_entry_points(self) -> None:
+    def load(self, plugins_dir: str | Path | None = None, only: list[str] | None = None) -> None:
+        """Load built-ins, installed packages and the files of ``plugins_dir``, then run the
+        registration hooks.
+
+        Args:
+            plugins_dir: a folder of one-off ``*.py`` plugins (files starting with ``_`` are
+                skipped); ``None`` = none.
+            only: names of the third-party plugins to load (plugin or distribution names);
+                ``None`` = all of them, ``[]`` = none. Built-ins always load.
+        """
+        self.load_entry_points(only)
+        if plugins_dir is not None:
+            self.load_directory(Path(plugins_dir), only)
+        self.collect_components()
+
+    def load_entry_points(self, only: list[str] | None = None) -> None:
         """Import and register every entry point of group ``tuneyard``, built-ins included.
 
         Built-ins load first, so a third-party component reusing a built-in name is the one
@@ -83,33 +150,74 @@ class Plugins:
 
         eps = importlib.metadata.entry_points(group=GROUP)
         for ep in sorted(eps, key=lambda ep: (not builtin(ep), ep.name)):
+            dist = ep.dist.name if ep.dist else None
             info = PluginInfo(ep.name, ep.dist.version if ep.dist else None,
-                              "builtin" if builtin(ep) else "package")
-            self.infos[ep.name] = info  # recorded even when loading fails
-            try:
-                self._register(ep.load(), info)
-            except Exception as exc:  # a broken plugin is reported, never fatal
-                info.errors.append(f"failed to load: {type(exc).__name__}: {exc}")
-                log.warning("plugin %s failed to load: %s", ep.name, exc)
+                              "builtin" if builtin(ep) else "package", dist, ep.value)
+            self._add(info, ep.load, only)
+
+    def load_directory(self, folder: Path, only: list[str] | None = None) -> None:
+        """Import each ``*.py`` file of ``folder`` as a plugin named after the file.
+
+        A missing folder is logged as a warning (nothing loads from it).
+        """
+        if not folder.is_dir():
+            log.warning("plugins directory %s does not exist; no file plugins loaded", folder)
+            return
+        for path in sorted(folder.glob("*.py")):
+            if path.name.startswith("_"):
+                continue
+            path = path.resolve()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+            info = PluginInfo(path.stem, f"sha256:{digest}", "file", None, str(path))
+            self._add(info, lambda path=path: _import_file(path), only)
 
     def register_plugin(self, module: Any, name: str, source: str = "package") -> None:
-        """Register an already imported plugin object (used by tests and plugin directories)."""
-        self._register(module, PluginInfo(name=name, version=None, source=source))
+        """Register an already imported plugin object (used by tests)."""
+        self._add(PluginInfo(name=name, version=None, source=source), lambda: module, None)
 
-    def _register(self, module: Any, info: PluginInfo) -> None:
+    def _add(self, info: PluginInfo, load: Callable[[], Any], only: list[str] | None) -> None:
+        """Import (``load``) and register one plugin, recording it in :attr:`infos` even when
+        it is disabled or fails. A name already taken is recorded as ``name [where]``."""
+        if info.name in self.infos:
+            other = self.infos[info.name]
+            taken = f"plugin name '{info.name}' is already taken by the {other.source} plugin " \
+                    f"from {other.package or other.path}"
+            info.name = f"{info.name} [{info.package or info.path}]"
+            self._fail(info, taken)
+            return
         self.infos[info.name] = info
-        self.pm.register(module, name=info.name)
+        if only is not None and info.source != "builtin" and not {info.name, info.package} & set(only):
+            info.disabled = True
+            return
+        start = time.perf_counter()
+        try:
+            module = load()
+            self.pm.register(module, name=info.name)
+        except Exception as exc:  # a broken plugin is reported, never fatal
+            self._fail(info, f"failed to load: {type(exc).__name__}: {exc}")
+            return
+        finally:
+            self._trace(info.name, "import", start)
         info.hooks = sorted(call.name for call in self.pm.get_hookcallers(module) or [])
 
     def collect_components(self) -> None:
-        """Run every registration hook, one implementation at a time, validating each class."""
+        """Run every registration hook, one implementation at a time, validating each class.
+        Then skip every plugin that failed (its components dropped, its hooks unregistered)."""
         for hook_name, kind in REGISTRATION_HOOKS.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                plugin = impl.plugin_name
-                try:
-                    impl.function(register=self._registrar(kind, plugin))
-                except Exception as exc:
-                    self._fail(plugin, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                self._call(impl, hook_name, {"register": self._registrar(kind, impl.plugin_name)},
+                           registration=True)
+        for info in self.infos.values():
+            if info.errors:
+                self._skip(info)
+
+    def register_commands(self, cli: Any) -> None:
+        """Run ``register_commands`` of every plugin; one that raises is reported and skipped."""
+        for impl in getattr(self.pm.hook, "register_commands").get_hookimpls():
+            self._call(impl, "register_commands", {"cli": cli}, registration=True)
+        for info in self.infos.values():
+            if info.errors:
+                self._skip(info)
 
     def _registrar(self, kind: str, plugin: str) -> Callable[[type], None]:
         def register(cls: type) -> None:
@@ -118,16 +226,26 @@ class Plugins:
                 other = self.components[kind][cls.name].plugin
                 problem = f"{kind} name '{cls.name}' is already registered by plugin '{other}'"
             if problem:
-                self._fail(plugin, problem)
+                self._fail(self.infos[plugin], problem)
                 return
             self.components[kind][cls.name] = ComponentInfo(cls, plugin)
             self.infos[plugin].components.append(f"{kind}:{cls.name}")
 
         return register
 
-    def _fail(self, plugin: str, message: str) -> None:
-        self.infos.setdefault(plugin, PluginInfo(plugin, None, "package")).errors.append(message)
-        log.warning("plugin %s: %s", plugin, message)
+    def _fail(self, info: PluginInfo, message: str) -> None:
+        self.infos.setdefault(info.name, info)
+        info.errors.append(message)
+        log.warning("plugin %s skipped: %s", info.name, message)
+
+    def _skip(self, info: PluginInfo) -> None:
+        """Drop a failed plugin's components and hooks (keeping its :class:`PluginInfo`)."""
+        info.components = []
+        for items in self.components.values():
+            for name in [n for n, c in items.items() if c.plugin == info.name]:
+                del items[name]
+        if self.pm.get_plugin(info.name) is not None:
+            self.pm.unregister(name=info.name)
 
     # -- use -------------------------------------------------------------------------------
     def get(self, kind: str, name: str) -> ComponentInfo:
@@ -144,20 +262,66 @@ class Plugins:
     def fire(self, hook_name: str, **kwargs: Any) -> None:
         """Call every implementation of a lifecycle hook, isolating failures.
 
-        An implementation that raises is logged with its plugin's name; the others still run.
+        An implementation that raises is logged with its plugin's name (once per plugin, hook
+        and run, the repeats at debug level); the others still run, and so does the run.
         """
         for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            try:
-                impl.function(**{k: kwargs[k] for k in impl.argnames})
-            except Exception as exc:
-                log.warning(
-                    "plugin %s: %s raised %s: %s", impl.plugin_name, hook_name,
-                    type(exc).__name__, exc,
-                )
+            self._call(impl, hook_name, kwargs)
 
-    def versions(self) -> dict[str, str | None]:
-        """Plugin name → version of every plugin that loaded without error."""
-        return {n: i.version for n, i in self.infos.items() if not i.errors}
+    def _call(self, impl: Any, hook_name: str, kwargs: dict[str, Any],
+              registration: bool = False) -> None:
+        """Call one hook implementation with the arguments it takes; trace it; on an exception
+        record it against the plugin (a registration hook: the plugin is then skipped)."""
+        start = time.perf_counter()
+        try:
+            impl.function(**{k: kwargs[k] for k in impl.argnames})
+        except Exception as exc:
+            message = f"{hook_name} raised {type(exc).__name__}: {exc}"
+            if registration:
+                self._fail(self.infos[impl.plugin_name], message)
+            elif (key := (impl.plugin_name, hook_name, kwargs.get("run_id"))) not in self._reported:
+                self._reported.add(key)
+                log.warning("plugin %s: %s (the run goes on; repeats are logged at debug level)",
+                            impl.plugin_name, message)
+            else:
+                log.debug("plugin %s: %s", impl.plugin_name, message)
+        finally:
+            self._trace(impl.plugin_name, hook_name, start)
+
+    def _trace(self, plugin: str, what: str, start: float) -> None:
+        if self.trace:
+            ms = (time.perf_counter() - start) * 1000
+            print(f"tuneyard trace: plugin {plugin}: {what} {ms:.2f} ms", file=sys.stderr,
+                  flush=True)
+
+    def versions(self, names: list[str] | None = None) -> dict[str, str | None]:
+        """Plugin name → version of every plugin that loaded without error (or of ``names``)."""
+        return {n: i.version for n, i in self.infos.items()
+                if i.status == "ok" and (names is None or n in names)}
+
+    def used_by_run(self, component_plugins: list[str]) -> list[str]:
+        """Names of the plugins a run uses: those of its components (``component_plugins``),
+        plus every plugin whose lifecycle hooks or device monitors run in the run process."""
+        lifecycle = {impl.plugin_name for hook in ("on_run_start", "on_step_end",
+                                                   "on_evaluation", "on_checkpoint_saved",
+                                                   "on_run_end")
+                     for impl in getattr(self.pm.hook, hook).get_hookimpls()}
+        monitors = {c.plugin for c in self.components["device-monitor"].values()}
+        return sorted(set(component_plugins) | lifecycle | monitors)
+
+
+def _import_file(path: Path) -> Any:
+    """Import a plugins-directory file as module ``tuneyard_plugins_dir.<stem>``."""
+    name = f"tuneyard_plugins_dir.{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def _check_component(cls: Any, kind: str) -> str | None:
@@ -178,10 +342,84 @@ def _check_component(cls: Any, kind: str) -> str | None:
     return None
 
 
+def only_from_env() -> list[str] | None:
+    """``TUNEYARD_LOAD_PLUGINS`` as a list of names (``None`` when unset; empty = none)."""
+    value = os.environ.get(LOAD_ENV)
+    return None if value is None else [n.strip() for n in value.split(",") if n.strip()]
+
+
 @cache
 def get_plugins() -> Plugins:
-    """The process-wide plugin manager, loaded on first use."""
+    """The process-wide plugin manager, loaded on first use from the environment
+    (``TUNEYARD_PLUGINS_DIR``, ``TUNEYARD_LOAD_PLUGINS``, ``TUNEYARD_TRACE_PLUGINS``).
+    ``get_plugins.cache_clear()`` makes the next call load again (after ``plugins install``)."""
     plugins = Plugins()
-    plugins.load_entry_points()
-    plugins.collect_components()
+    plugins.load(os.environ.get(PLUGINS_DIR_ENV) or None, only_from_env())
     return plugins
+
+
+def reload_plugins() -> Plugins:
+    """Load every plugin again, in this process, after pip changed the environment: the new
+    packages' entry points are found, upgraded ones re-imported, removed ones gone."""
+    old = get_plugins()
+    for info in old.infos.values():
+        if info.source == "package" and info.path:
+            top = info.path.split(":")[0].split(".")[0]
+            for module in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
+                del sys.modules[module]
+    importlib.invalidate_caches()
+    site.addsitedir(sysconfig.get_path("purelib"))  # the .pth file of an editable install
+    get_plugins.cache_clear()
+    return get_plugins()
+
+
+def pip_argv(action: str, target: str, *, upgrade: bool = False,
+             editable: bool = False) -> list[str]:
+    """The pip command line that installs or uninstalls a plugin package in tuneyard's own
+    interpreter (``sys.executable -m pip``), as a list: no shell ever parses it.
+
+    Args:
+        action: ``install`` or ``uninstall``.
+        target: a distribution name (``tuneyard-text2sql``, with an optional version
+            specifier) or, for ``install``, a local folder or archive (made absolute).
+        upgrade: ``pip install --upgrade``.
+        editable: ``pip install --editable`` (``target`` must be a local folder).
+
+    Raises:
+        TuneyardError: ``target`` is empty or looks like an option (starts with ``-``), an
+            editable target is not a folder, ``uninstall`` names tuneyard itself, or pip is
+            not installed in this interpreter.
+    """
+    if not target.strip() or target.startswith("-"):
+        raise TuneyardError(f"plugins {action}: {target!r} looks like an option, not a package "
+                            "name or path")
+    path = Path(target).expanduser()
+    local = action == "install" and (path.exists() or target.startswith((".", "/", "~")))
+    if editable and not path.is_dir():
+        raise TuneyardError(f"plugins install --editable: {target} is not a folder; --editable "
+                            "installs a local package folder (one with a pyproject.toml)")
+    if action == "uninstall" and target.lower() in ("tuneyard", "pip"):
+        raise TuneyardError(f"plugins uninstall: {target} is not a plugin; uninstall "
+                            "tuneyard-* plugin packages only")
+    if importlib.util.find_spec("pip") is None:
+        raise TuneyardError(f"pip is not installed in tuneyard's interpreter ({sys.executable});"
+                            f" add it with: {sys.executable} -m ensurepip")
+    argv = [sys.executable, "-m", "pip", action]
+    if action == "uninstall":
+        return [*argv, "--yes", target]
+    if upgrade:
+        argv.append("--upgrade")
+    if editable:
+        argv.append("--editable")
+    return [*argv, str(path.resolve()) if local else target]
+
+
+def run_pip(argv: list[str]) -> None:
+    """Run ``argv`` (from :func:`pip_argv`), its output going to this process's stdout/stderr.
+
+    Raises:
+        TuneyardError: pip exited with a non-zero status.
+    """
+    code = subprocess.run(argv, check=False).returncode
+    if code:
+        raise TuneyardError(f"pip {argv[3]} failed (exit status {code}); its output is above")

@@ -316,7 +316,8 @@ class Registry:
             self._insert_many("plugins", [
                 {"name": i.name, "version": i.version, "source": i.source,
                  "hooks": json.dumps(i.hooks), "components": json.dumps(i.components),
-                 "error": "; ".join(i.errors) or None, "loaded_at": at}
+                 "error": "; ".join(i.errors) or None, "loaded_at": at, "package": i.package,
+                 "path": i.path, "status": i.status}
                 for i in plugins.infos.values()
             ])
             self._insert_many("components", [

@@ -231,7 +231,7 @@ def execute(registry: Registry, run_id: str, progress: Progress | None = None,
     progress = Fanout(LogProgress(), *([progress] if progress else []))
     start = {"resumed_at": now()} if resume else {"started_at": now()}
     registry.update_run(run_id, status="running", pid=os.getpid(), heartbeat_at=now(),
-                        plugin_versions=plugins.versions(), ended_at=None, error=None,
+                        ended_at=None, error=None,
                         stop_requested_at=None, **start)
     registry.sync_plugins(plugins)
     interval_s = RunSpec.model_validate(run["spec"]).training.telemetry_interval_s
@@ -357,6 +357,8 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], progress: 
     run_id, out = run["id"], Path(run["output_dir"])
     spec = RunSpec.model_validate(run["spec"])
     comp = compose(spec, plugins)
+    used = plugins.used_by_run(list(comp.plugin_of.values()))
+    registry.update_run(run_id, plugin_versions=plugins.versions(used))
     t = spec.training
     if checkpoint is None:
         (out / "spec.yaml").write_text(yaml.safe_dump(run["spec"], sort_keys=False))

@@ -102,8 +102,8 @@ def test_raising_registration_hook_is_recorded_and_others_register(caplog):
     assert pm.get("dataset-source", "rows").plugin == "a-good"
     assert pm.get("evaluator", "judge").cls is Judge
     assert pm.get("evaluator", "judge").name == "judge"
-    assert "plugin b-broken: register_evaluators raised RuntimeError: no evaluators today" in (
-        caplog.text)
+    assert "plugin b-broken skipped: register_evaluators raised RuntimeError: no evaluators " \
+           "today" in caplog.text
     assert pm.versions() == {"a-good": None, "c-good": None}
 
 
@@ -114,10 +114,13 @@ class RaisesInSources:
         raise ValueError("half way")
 
 
-def test_components_registered_before_a_raise_are_kept():
+def test_components_registered_before_a_raise_are_dropped_with_the_plugin():
     pm = loaded(("half", RaisesInSources()))
     assert pm.infos["half"].errors == ["register_dataset_sources raised ValueError: half way"]
-    assert pm.infos["half"].components == ["dataset-source:rows"]
+    assert pm.infos["half"].components == []
+    assert pm.infos["half"].status == "failed"
+    assert pm.components["dataset-source"] == {}
+    assert pm.pm.get_plugin("half") is None  # its hooks are unregistered too
 
 
 @pytest.mark.parametrize("cls, message", [
@@ -127,10 +130,11 @@ def test_components_registered_before_a_raise_are_kept():
     (BadOptions, "dataset-source 'bad-options': Options must be a pydantic BaseModel subclass"),
 ])
 def test_invalid_component_is_recorded_and_skipped(cls, message):
-    pm = loaded(("bad", Registers(cls, Rows)))
+    pm = loaded(("bad", Registers(cls, Rows)), ("good", Registers(evaluators=[Judge])))
     assert pm.infos["bad"].errors == [message]
-    assert pm.infos["bad"].components == ["dataset-source:rows"]  # the valid one still registers
-    assert list(pm.components["dataset-source"]) == ["rows"]
+    assert pm.infos["bad"].components == []  # the whole plugin is skipped, valid ones too
+    assert pm.components["dataset-source"] == {}
+    assert pm.get("evaluator", "judge").plugin == "good"  # other plugins are untouched
 
 
 def test_broken_options_schema_is_recorded():
@@ -220,6 +224,7 @@ def test_fire_without_implementations_is_a_no_op():
 class FakeEntryPoint:
     def __init__(self, name, target=None, error=None, dist="tuneyard-extra"):
         self.name, self.target, self.error = name, target, error
+        self.value = f"{name.replace('-', '_')}_module"
         self.dist = SimpleNamespace(name=dist, version="9.9")
 
     def load(self):
@@ -251,7 +256,8 @@ def test_entry_point_that_fails_to_import_is_isolated(monkeypatch, caplog):
     assert pm.infos["good"].hooks == ["register_dataset_sources"]
     assert pm.infos["good"].components == ["dataset-source:rows"]
     assert pm.versions() == {"good": "9.9"}
-    assert "plugin broken failed to load: No module named 'missing_dep'" in caplog.text
+    assert "plugin broken skipped: failed to load: ImportError: No module named 'missing_dep'" \
+           in caplog.text
 
 
 def test_builtin_wins_a_name_clash_with_a_third_party_plugin(monkeypatch):

@@ -34,7 +34,8 @@ SCHEMA = {
     "checkpoints": ["run_id", "step", "path", "created_at"],
     "artifacts": ["run_id", "kind", "path", "created_at"],
     "evaluations": ["run_id", "checkpoint", "evaluator", "metric", "value", "details", "at"],
-    "plugins": ["name", "version", "source", "hooks", "components", "error", "loaded_at"],
+    "plugins": ["name", "version", "source", "hooks", "components", "error", "loaded_at",
+                "package", "path", "status"],
     "components": ["kind", "name", "plugin", "description", "options_schema"],
 }
 
@@ -307,7 +308,9 @@ def test_sync_plugins_writes_plugins_and_components(registry_path):
     rows = {r["name"]: r for r in reg.db.query("SELECT * FROM plugins")}
     assert set(rows) == {"good", "broken"}
     good, broken = rows["good"], rows["broken"]
-    assert (good["version"], good["source"], good["error"]) == (None, "package", None)
+    assert (good["version"], good["source"], good["error"], good["status"]) == (
+        None, "package", None, "ok")
+    assert broken["status"] == "failed"
     assert json.loads(good["hooks"]) == ["register_dataset_sources", "register_evaluators"]
     assert json.loads(good["components"]) == ["dataset-source:rows", "evaluator:judge"]
     assert json.loads(broken["hooks"]) == ["register_evaluators"]

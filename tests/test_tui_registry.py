@@ -55,6 +55,7 @@ async def test_plugins_tab_lists_every_plugin(seeded_registry, tui_app, wait_for
 
 class BrokenEntryPoint:
     name, dist = "broken-plugin", SimpleNamespace(name="tuneyard-broken", version="9.9")
+    value = "tuneyard_broken"
 
     def load(self):
         raise ImportError("No module named 'missing_dep'")
