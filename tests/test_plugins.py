@@ -3,9 +3,11 @@ lookups with suggestions, lifecycle hooks, entry points (built-ins included) and
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import inspect
 import logging
+import re
 import tomllib
 from pathlib import Path
 from types import SimpleNamespace
@@ -139,8 +141,11 @@ def test_invalid_component_is_recorded_and_skipped(cls, message):
 
 def test_broken_options_schema_is_recorded():
     pm = loaded(("bad", Registers(BrokenSchema)))
-    [error] = pm.infos["bad"].errors
-    assert error.startswith("dataset-source 'broken-schema': broken options model: ")
+    with pytest.raises(Exception) as why:  # pydantic's own reason, quoted in the message
+        Unschemable.model_json_schema()
+    assert pm.infos["bad"].errors == [
+        f"dataset-source 'broken-schema': broken options model: {why.value}"]
+    assert "Cannot generate a JsonSchema" in str(why.value)
     assert pm.components["dataset-source"] == {}
 
 
@@ -334,3 +339,135 @@ def test_hookspec_is_documented(spec):
     assert "\nReturns:\n" in doc
     assert all(spec.__annotations__.get(p) for p in params), "parameters are typed"
     assert spec.__annotations__.get("return") is not None
+
+
+# -- plugins directory, TUNEYARD_LOAD_PLUGINS, tracing ---------------------------------------
+EVALUATOR_FILE = '''
+from tuneyard.core.components import EvalResult, Evaluator
+from tuneyard.core.hookspecs import hookimpl
+
+
+class Nothing(Evaluator):
+    name = "{name}"
+    description = "always 0"
+
+    def evaluate(self, ctx):
+        return EvalResult({{"nothing": 0.0}})
+
+
+@hookimpl
+def register_evaluators(register):
+    register(Nothing)
+'''
+
+
+def write(folder: Path, filename: str, text: str) -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / filename
+    path.write_text(text)
+    return path
+
+
+def test_plugins_directory_files_load_as_file_plugins(tmp_path):
+    path = write(tmp_path, "my_eval.py", EVALUATOR_FILE.format(name="nothing"))
+    write(tmp_path, "_helper.py", "raise RuntimeError('never imported')")
+    write(tmp_path, "notes.txt", "not python")
+    pm = Plugins()
+    pm.load(tmp_path)
+    info = pm.infos["my_eval"]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    assert (info.source, info.version, info.path, info.package, info.status) == (
+        "file", f"sha256:{digest}", str(path), None, "ok")
+    assert info.hooks == ["register_evaluators"]
+    assert info.components == ["evaluator:nothing"]
+    assert pm.get("evaluator", "nothing").plugin == "my_eval"
+    assert "_helper" not in pm.infos and "notes" not in pm.infos
+    assert pm.infos["model-hf"].source == "builtin"  # built-ins load through the same call
+
+
+def test_file_plugin_failures_are_isolated(tmp_path, caplog):
+    write(tmp_path, "boom.py", "raise RuntimeError('kaboom at import')")
+    write(tmp_path, "model-hf.py", EVALUATOR_FILE.format(name="other"))  # a built-in's name
+    write(tmp_path, "twice.py", EVALUATOR_FILE.format(name="perplexity"))  # a built-in component
+    write(tmp_path, "fine.py", EVALUATOR_FILE.format(name="fine"))
+    pm = Plugins()
+    with caplog.at_level(logging.WARNING, logger="tuneyard.core.plugins"):
+        pm.load(tmp_path)
+    assert pm.infos["boom"].errors == ["failed to load: RuntimeError: kaboom at import"]
+    clash = pm.infos[f"model-hf [{tmp_path / 'model-hf.py'}]"]
+    assert clash.errors == ["plugin name 'model-hf' is already taken by the builtin plugin "
+                            "from tuneyard"]
+    assert pm.infos["twice"].errors == [
+        "evaluator name 'perplexity' is already registered by plugin 'evaluator-perplexity'"]
+    assert pm.get("evaluator", "perplexity").plugin == "evaluator-perplexity"
+    assert "other" not in pm.components["evaluator"]
+    assert pm.get("evaluator", "fine").plugin == "fine"
+    assert [r.getMessage() for r in caplog.records] == [
+        "plugin boom skipped: failed to load: RuntimeError: kaboom at import",
+        f"plugin model-hf [{tmp_path / 'model-hf.py'}] skipped: plugin name 'model-hf' is "
+        "already taken by the builtin plugin from tuneyard",
+        "plugin twice skipped: evaluator name 'perplexity' is already registered by plugin "
+        "'evaluator-perplexity'"]
+
+
+def test_missing_plugins_directory_is_a_warning(tmp_path, caplog):
+    pm = Plugins()
+    with caplog.at_level(logging.WARNING, logger="tuneyard.core.plugins"):
+        pm.load(tmp_path / "nope")
+    assert caplog.messages == [f"plugins directory {tmp_path / 'nope'} does not exist; no file "
+                               "plugins loaded"]
+    assert pm.infos["model-hf"].status == "ok"
+
+
+@pytest.mark.parametrize("only, loaded", [
+    (None, {"a", "b"}), ([], set()), (["b"], {"b"}), (["a", "b", "unknown"], {"a", "b"})])
+def test_load_only_names_third_party_plugins(tmp_path, only, loaded):
+    write(tmp_path, "a.py", EVALUATOR_FILE.format(name="ev-a"))
+    write(tmp_path, "b.py", EVALUATOR_FILE.format(name="ev-b"))
+    pm = Plugins()
+    pm.load(tmp_path, only)
+    assert {n for n in ("a", "b") if pm.infos[n].status == "ok"} == loaded
+    assert {n for n in ("a", "b") if pm.infos[n].disabled} == {"a", "b"} - loaded
+    assert {c.plugin for c in pm.components["evaluator"].values()} - {
+        "evaluator-perplexity", "evaluator-generation"} == loaded
+    assert pm.infos["model-hf"].status == "ok"  # built-ins always load
+
+
+def test_load_only_matches_distribution_names(monkeypatch):
+    eps = [FakeEntryPoint("ep-name", target=Registers(Rows), dist="tuneyard-extra")]
+    monkeypatch.setattr(plugins_mod.importlib.metadata, "entry_points", lambda group: eps)
+    pm = Plugins()
+    pm.load(None, ["tuneyard-extra"])
+    assert (pm.infos["ep-name"].status, pm.infos["ep-name"].package) == ("ok", "tuneyard-extra")
+
+
+def test_get_plugins_reads_the_environment(tmp_path, monkeypatch):
+    write(tmp_path, "a.py", EVALUATOR_FILE.format(name="ev-a"))
+    write(tmp_path, "b.py", EVALUATOR_FILE.format(name="ev-b"))
+    monkeypatch.setenv("TUNEYARD_PLUGINS_DIR", str(tmp_path))
+    monkeypatch.setenv("TUNEYARD_LOAD_PLUGINS", " b , ")
+    get_plugins.cache_clear()
+    try:
+        pm = get_plugins()
+        assert (pm.infos["a"].status, pm.infos["b"].status) == ("disabled", "ok")
+    finally:
+        get_plugins.cache_clear()
+
+
+def test_trace_prints_every_hook_call_with_plugin_and_duration(tmp_path, capsys):
+    write(tmp_path, "a.py", EVALUATOR_FILE.format(name="ev-a")
+          + "\n@hookimpl\ndef on_run_end(status):\n    pass\n")
+    pm = Plugins(trace=True)
+    pm.load(tmp_path)
+    pm.fire("on_run_end", run_id="r", status="completed", error=None)
+    lines = capsys.readouterr().err.splitlines()
+    pattern = re.compile(r"tuneyard trace: plugin (\S+): (\S+) \d+\.\d\d ms")
+    calls = [pattern.fullmatch(line).groups() for line in lines]
+    assert ("a", "import") in calls
+    assert ("a", "register_evaluators") in calls
+    assert ("evaluator-perplexity", "register_evaluators") in calls
+    assert calls[-1] == ("a", "on_run_end")
+    # one import per plugin, one call per hook implemented (the tui plugin's register_commands
+    # is called by the CLI only)
+    assert len(calls) == len(pm.infos) + sum(len(i.hooks) for i in pm.infos.values()
+                                             if i.name != "tui")

@@ -1,0 +1,261 @@
+"""The plugin commands and isolation as a user meets them: ``--plugins-dir``, ``plugins list``,
+``plugins install/uninstall`` argument checks, a broken plugin next to ``--help``, a failing
+component failing its run with the plugin named, and the plugin versions a run records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tuneyard.core.cli import cli
+from tuneyard.core.errors import TuneyardError
+from tuneyard.core.plugins import get_plugins, pip_argv
+from tuneyard.core.registry import Registry
+
+BOOM = "raise RuntimeError('kaboom at import')\n"
+
+HELLO = '''
+import click
+from tuneyard.core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.command()
+    def hello():
+        """Say hello."""
+        click.echo("hello from a plugin")
+'''
+
+BAD_COMMANDS = '''
+from tuneyard.core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_commands(cli):
+    raise ValueError("no commands today")
+'''
+
+FRAGILE = '''
+from tuneyard.core.components import EvalResult, Evaluator
+from tuneyard.core.hookspecs import hookimpl
+
+
+class Fragile(Evaluator):
+    name = "fragile"
+    description = "divides by the number of empty references"
+
+    def evaluate(self, ctx):
+        empty = sum(1 for e in ctx.examples if not e.completion)
+        return EvalResult({"ratio": len(ctx.examples) / empty})
+
+
+class Count(Evaluator):
+    name = "count"
+    description = "how many held-out examples"
+
+    def evaluate(self, ctx):
+        return EvalResult({"examples": float(len(ctx.examples))})
+
+
+@hookimpl
+def register_evaluators(register):
+    register(Fragile)
+    register(Count)
+'''
+
+
+@pytest.fixture(autouse=True)
+def no_plugins_dir(monkeypatch):
+    """``--plugins-dir`` sets TUNEYARD_PLUGINS_DIR in os.environ; restore it and the plugin
+    manager after each test."""
+    monkeypatch.setenv("TUNEYARD_PLUGINS_DIR", "")
+    get_plugins.cache_clear()
+    yield
+    get_plugins.cache_clear()
+
+
+def plugins_dir(tmp_path: Path, **files: str) -> Path:
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / f"{name}.py").write_text(text)
+    return folder
+
+
+def tuneyard(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    """Run the real console entry point in a child process."""
+    return subprocess.run([sys.executable, "-m", "tuneyard.core.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=120)
+
+
+def test_help_and_plugins_list_work_with_a_plugin_that_raises_on_import(tmp_path):
+    folder = plugins_dir(tmp_path, boom=BOOM, hello=HELLO)
+    warning = "plugin boom skipped: failed to load: RuntimeError: kaboom at import"
+    helped = tuneyard("--plugins-dir", str(folder), "--help", cwd=tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    assert helped.stdout.startswith("Usage: tuneyard [OPTIONS] [COMMAND] [ARGS]...")
+    assert "hello Say hello." in " ".join(helped.stdout.split())  # the healthy plugin works
+    assert warning in " ".join(helped.stderr.split())
+    listed = tuneyard(f"--plugins-dir={folder}", "plugins", "list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert warning in " ".join(listed.stderr.split())
+    assert f"{warning}\n" in listed.stdout
+    rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()
+            if line.startswith(("boom ", "hello "))}
+    assert rows["boom"][1:] == [rows["boom"][1], "file", "skipped"]
+    assert rows["hello"][2:] == ["file", "register_commands", "ok"]
+    said = tuneyard("--plugins-dir", str(folder), "hello", cwd=tmp_path)
+    assert (said.returncode, said.stdout) == (0, "hello from a plugin\n")
+
+
+def test_a_register_commands_failure_is_isolated(tmp_path):
+    folder = plugins_dir(tmp_path, bad=BAD_COMMANDS, hello=HELLO)
+    env = {**subprocess_env(), "TUNEYARD_PLUGINS_DIR": str(folder)}
+    helped = tuneyard("--help", env=env, cwd=tmp_path)
+    assert helped.returncode == 0
+    assert "plugin bad skipped: register_commands raised ValueError: no commands today" in (
+        " ".join(helped.stderr.split()))
+    assert "hello" in helped.stdout
+
+
+def test_load_plugins_empty_loads_no_third_party_plugin(tmp_path):
+    folder = plugins_dir(tmp_path, boom=BOOM, hello=HELLO)
+    env = {**subprocess_env(), "TUNEYARD_PLUGINS_DIR": str(folder), "TUNEYARD_LOAD_PLUGINS": ""}
+    listed = tuneyard("plugins", "list", "--json", env=env, cwd=tmp_path)
+    assert (listed.returncode, listed.stderr) == (0, "")  # nothing imported, nothing to warn
+    assert {p["name"]: p["status"] for p in json.loads(listed.stdout)} == {
+        "boom": "disabled", "hello": "disabled"}
+
+
+def subprocess_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("TUNEYARD_")}
+
+
+def test_plugins_list_json_all_matches_the_registry(tmp_path):
+    folder = plugins_dir(tmp_path, hello=HELLO)
+    reg = tmp_path / "registry.db"
+    Registry(reg)  # plugins list records into an existing registry
+    runner = CliRunner()
+    third = runner.invoke(cli, ["--plugins-dir", str(folder), "plugins", "list", "--json"])
+    assert [p["name"] for p in json.loads(third.output)] == ["hello"]
+    result = runner.invoke(cli, ["--registry", str(reg), "--plugins-dir", str(folder), "plugins",
+                                 "list", "--json", "--all"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)
+    rows = list(Registry(reg).db.query("SELECT * FROM plugins ORDER BY rowid"))
+    assert [(p["name"], p["version"], p["source"], p["package"], p["path"], p["status"],
+             p["hooks"], p["components"]) for p in listed] == [
+        (r["name"], r["version"], r["source"], r["package"], r["path"], r["status"],
+         json.loads(r["hooks"]), json.loads(r["components"])) for r in rows]
+    assert listed[-1]["source"] == "file" and listed[0]["source"] == "builtin"
+    lora = next(p for p in listed if p["name"] == "strategy-lora")
+    assert lora["options"]["strategy:lora"]["properties"]["r"]["default"] == 8
+
+
+def test_plugins_list_without_third_party_plugins_says_so():
+    result = CliRunner().invoke(cli, ["plugins", "list"])
+    assert result.exit_code == 0
+    assert " ".join(result.output.split()) == (
+        "No third-party plugins (install one: tuneyard plugins install NAME|PATH; --all lists "
+        "the built-ins too).")
+
+
+# -- install / uninstall arguments ---------------------------------------------------------
+def test_pip_argv_is_a_list_in_this_interpreter(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    assert pip_argv("install", "tuneyard-text2sql") == [
+        sys.executable, "-m", "pip", "install", "tuneyard-text2sql"]
+    assert pip_argv("install", "tuneyard-x>=1.0; rm -rf /", upgrade=True) == [
+        sys.executable, "-m", "pip", "install", "--upgrade", "tuneyard-x>=1.0; rm -rf /"]
+    assert pip_argv("install", str(pkg), editable=True) == [
+        sys.executable, "-m", "pip", "install", "--editable", str(pkg)]
+    assert pip_argv("uninstall", "tuneyard-text2sql") == [
+        sys.executable, "-m", "pip", "uninstall", "--yes", "tuneyard-text2sql"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["install", "--", "--index-url=http://evil"],
+     "plugins install: '--index-url=http://evil' looks like an option, not a package name or "
+     "path"),
+    (["install", "--", "-r"], "plugins install: '-r' looks like an option, not a package name or "
+                              "path"),
+    (["install", "--editable", "tuneyard-text2sql"],
+     "plugins install --editable: tuneyard-text2sql is not a folder; --editable installs a local "
+     "package folder (one with a pyproject.toml)"),
+    (["uninstall", "--", "-y"], "plugins uninstall: '-y' looks like an option, not a package "
+                                "name or path"),
+    (["uninstall", "tuneyard"], "plugins uninstall: tuneyard is not a plugin; uninstall "
+                                "tuneyard-* plugin packages only"),
+    (["uninstall", "model-hf"], "plugins uninstall: model-hf is a built-in plugin; disable "
+                                "third-party ones with TUNEYARD_LOAD_PLUGINS instead"),
+])
+def test_install_and_uninstall_refuse_bad_arguments(args, message):
+    result = CliRunner().invoke(cli, ["plugins", *args])
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()) == f"Error: {message}"
+
+
+def test_uninstall_of_a_file_plugin_says_to_delete_the_file(tmp_path):
+    folder = plugins_dir(tmp_path, hello=HELLO)
+    result = CliRunner().invoke(cli, ["--plugins-dir", str(folder), "plugins", "uninstall",
+                                      "hello"])
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()) == (
+        f"Error: plugins uninstall: hello is a plugins-directory file; delete "
+        f"{folder / 'hello.py'} instead")
+
+
+def test_pip_argv_without_pip(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pip" else real(name, *a))
+    with pytest.raises(TuneyardError) as exc:
+        pip_argv("install", "tuneyard-x")
+    assert str(exc.value) == (f"pip is not installed in tuneyard's interpreter ({sys.executable});"
+                              f" add it with: {sys.executable} -m ensurepip")
+
+
+# -- a run and its plugins -----------------------------------------------------------------
+def test_a_failing_evaluator_fails_the_run_naming_its_plugin(tmp_path, qa_jsonl, make_spec):
+    folder = plugins_dir(tmp_path, fragile=FRAGILE)
+    reg = tmp_path / "registry.db"
+    spec = make_spec(qa_jsonl, **{"training.max_steps": 2, "evaluators": [{"name": "fragile"}]})
+    result = CliRunner().invoke(cli, ["--registry", str(reg), "--plugins-dir", str(folder),
+                                      "run", str(spec)])
+    assert result.exit_code == 2
+    message = ("evaluator 'fragile' (plugin fragile) failed to evaluate: ZeroDivisionError: "
+               "division by zero")
+    assert f"Error: {message}" in " ".join(result.output.split())
+    [run] = Registry(reg).list_runs()
+    assert (run["status"], run["error"]) == ("failed", message)
+
+
+def test_a_run_records_the_versions_of_the_plugins_it_used(tmp_path, qa_jsonl, make_spec):
+    folder = plugins_dir(tmp_path, fragile=FRAGILE)
+    reg = tmp_path / "registry.db"
+    spec = make_spec(qa_jsonl, **{"training.max_steps": 2, "evaluators": [{"name": "count"}]})
+    result = CliRunner().invoke(cli, ["--registry", str(reg), "--plugins-dir", str(folder),
+                                      "run", str(spec)])
+    assert result.exit_code == 0, result.output
+    [run] = Registry(reg).list_runs()
+    versions = Registry(reg).get_run(run["id"])["plugin_versions"]
+    builtin = get_plugins().infos["model-hf"].version
+    assert versions == {
+        "dataset-files": builtin, "model-hf": builtin, "strategy-lora": builtin,
+        "fragile": get_plugins().infos["fragile"].version,
+        "monitor-cpu": builtin, "monitor-nvidia": builtin}
+    assert versions["fragile"].startswith("sha256:")
+    evals = Registry(reg).evaluations(run["id"])
+    assert {(e["checkpoint"], e["metric"], e["value"]) for e in evals} == {
+        ("base", "examples", 8.0), ("final", "examples", 8.0)}
