@@ -3,8 +3,8 @@
 Hooks are called with keyword arguments, so an implementation may accept a subset of them.
 Registration hooks run in every process that builds the plugin manager (the CLI, the TUI and the
 run process) when it starts; they must be cheap and must not import torch. Lifecycle hooks run in
-the run process only (on rank 0 in distributed runs). An exception raised by a lifecycle hook is
-reported with the plugin's name and does not stop the other implementations nor the run.
+the run process only. An exception raised by a lifecycle hook is reported with the plugin's name
+(once per run) and does not stop the other implementations nor the run.
 """
 
 from __future__ import annotations
@@ -113,11 +113,13 @@ def register_commands(cli: Any) -> None:
 def on_run_start(run_id: str, spec: dict[str, Any], output_dir: str) -> None:
     """A run has loaded its data and model and is about to train.
 
-    Runs in the run process, once, before the first step.
+    Runs in the run process, before the first step; again when the run is resumed
+    (``tuneyard resume``).
 
     Args:
         run_id: the run's id in the registry.
-        spec: the resolved run spec (the YAML as a dict, defaults filled in).
+        spec: the run spec as stored in the registry (the YAML as a dict, run-level defaults
+            filled in; each component's ``options`` as written).
         output_dir: the run's folder (``runs/<run-id>/``), absolute path.
 
     Returns:
@@ -129,12 +131,15 @@ def on_run_start(run_id: str, spec: dict[str, Any], output_dir: str) -> None:
 def on_step_end(run_id: str, step: int, metrics: dict[str, float]) -> None:
     """A logged optimizer step has ended.
 
-    Runs in the run process, after every ``training.logging_steps`` optimizer steps.
+    Runs in the run process, after every ``training.logging_steps`` optimizer steps (as the
+    Trainer logs: with ``max_steps`` not a multiple of ``logging_steps`` the last steps are not
+    reported).
 
     Args:
         run_id: the run's id.
         step: optimizer steps done so far (1-based).
-        metrics: name → value: ``loss`` (mean token cross-entropy, nats), ``learning_rate``,
+        metrics: name → value: ``loss`` (mean token cross-entropy in nats, averaged over the
+            steps since the last report), ``learning_rate`` (the rate the step used),
             ``grad_norm``, ``tokens_per_s`` (non-padding tokens per second), ``epoch``.
 
     Returns:
@@ -150,8 +155,7 @@ def on_evaluation(run_id: str, checkpoint: str, evaluator: str, metrics: dict[st
 
     Args:
         run_id: the run's id.
-        checkpoint: what was evaluated: ``"base"`` (before training), ``"final"``, or a
-            checkpoint folder name.
+        checkpoint: what was evaluated: ``"base"`` (before training) or ``"final"``.
         evaluator: the evaluator's name.
         metrics: name → value as stored in the registry's ``evaluations`` table.
 
@@ -164,7 +168,9 @@ def on_evaluation(run_id: str, checkpoint: str, evaluator: str, metrics: dict[st
 def on_checkpoint_saved(run_id: str, step: int, path: str) -> None:
     """A checkpoint folder has been written completely.
 
-    Runs in the run process.
+    Runs in the run process: after each Trainer checkpoint (``checkpoints/checkpoint-<step>``,
+    every ``training.save_steps`` steps and at the last step when saving is on), then once for
+    the final model (``final/``), so the last step may be reported twice.
 
     Args:
         run_id: the run's id.
@@ -185,7 +191,8 @@ def on_run_end(run_id: str, status: str, error: str | None) -> None:
     Args:
         run_id: the run's id.
         status: ``completed``, ``failed`` or ``stopped``.
-        error: the reason when ``status`` is ``failed``, else ``None``.
+        error: the reason when ``status`` is ``failed``, or ``stopped`` by Ctrl-C
+            (``"interrupted by the user (Ctrl-C)"``); else ``None``.
 
     Returns:
         Nothing.

@@ -316,8 +316,13 @@ class Telemetry:
     def __init__(self, registry_path: Path, run_id: str, plugins: Plugins,
                  interval_s: float) -> None:
         self.path, self.run_id, self.interval_s = registry_path, run_id, interval_s
-        self.monitors = [info.cls(info.cls.Options())
-                         for info in plugins.components["device-monitor"].values()]
+        self.monitors = []
+        for info in plugins.components["device-monitor"].values():
+            try:
+                self.monitors.append(info.cls(info.cls.Options()))
+            except Exception as exc:
+                log.warning("device monitor %s (plugin %s) could not start, skipped: %s: %s",
+                            info.name, info.plugin, type(exc).__name__, exc)
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="tuneyard-telemetry", daemon=True)
 
@@ -341,7 +346,8 @@ class Telemetry:
                 except Exception as exc:
                     if mon.name not in failed:
                         failed.add(mon.name)
-                        log.warning("device monitor %s failed: %s", mon.name, exc)
+                        log.warning("device monitor %s failed, skipped: %s: %s", mon.name,
+                                    type(exc).__name__, exc)
             try:
                 registry.add_system_metrics(self.run_id, samples)
             except Exception as exc:

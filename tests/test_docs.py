@@ -1,29 +1,154 @@
-"""The README's plugin example works as written (guards docs drift)."""
+"""The plugin documentation matches the code (guards docs drift, as datasette does): every hook
+spec has a section in docs/plugins.md with its exact signature and a ``test_hook_<name>`` test
+in tests/test_hooks.py; the tutorial's plugin, copied from the page, works in a real run; the
+README points at the page."""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import json
 import re
-import types
 from pathlib import Path
 
-from tuneyard.core.components import EvalContext, Example
-from tuneyard.core.plugins import Plugins
+import pytest
+from click.testing import CliRunner
 
-README = Path(__file__).parents[1] / "README.md"
+from tuneyard.core import hookspecs
+from tuneyard.core.cli import cli
+from tuneyard.core.plugins import LOAD_ENV, PLUGINS_DIR_ENV, get_plugins
+from tuneyard.core.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOC = ROOT / "docs" / "plugins.md"
+HOOKSPECS = {name: fn for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+             if hasattr(fn, "tuneyard_spec")}
+
+#: the tutorial's plugin: the python block right after ``<!-- tutorial-plugin: FILE -->``
+TUTORIAL_PLUGIN = re.compile(r"<!-- tutorial-plugin: (\S+) -->\n```python\n(.*?)```", re.S)
+#: the ``plugins list`` output the tutorial shows (after its ``$ command`` line)
+TUTORIAL_LIST = re.compile(r"<!-- tutorial-plugins-list -->\n```text\n\$ [^\n]*\n(.*?)```", re.S)
+#: where the tutorial's plugins directory is in the shown output
+SHOWN_DIR = "/home/me/project/plugins"
 
 
-def test_readme_evaluator_plugin_registers_and_evaluates():
-    [code] = [block for block in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-              if "register_evaluators" in block]
-    module = types.ModuleType("readme_plugin")
-    exec(compile(code, "README.md", "exec"), module.__dict__)
-    plugins = Plugins()
-    plugins.register_plugin(module, "readme-plugin")
-    plugins.collect_components()
-    info = plugins.get("evaluator", "answer-length")
-    assert (info.plugin, plugins.infos["readme-plugin"].errors) == ("readme-plugin", [])
-    evaluator = info.cls(info.cls.Options(limit=2))
-    ctx = EvalContext(model=None, tokenizer=None, examples=[
-        Example("q", "abcd"), Example("q", "ab"), Example("q", "abcdefgh")],
-        eval_dataset=[], collator=None, device="cpu")
-    assert evaluator.evaluate(ctx).metrics == {"answer_chars": 3.0}
+class Source(str):
+    """An annotation's source text, which ``inspect`` shows without quotes. hookspecs.py uses
+    ``from __future__ import annotations``, so its annotations are strings, and
+    ``str(inspect.signature(fn))`` would quote each one."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def signature(fn) -> str:
+    """``name + str(inspect.signature(fn))`` with the annotations as written in the source:
+    ``register_evaluators(register: Callable[[type], None]) -> None``."""
+    sig = inspect.signature(fn)
+    sig = sig.replace(
+        parameters=[p.replace(annotation=Source(p.annotation)) for p in sig.parameters.values()],
+        return_annotation=Source(sig.return_annotation))
+    return fn.__name__ + str(sig)
+
+
+def hook_sections() -> dict[str, str]:
+    """Heading → body of each ``###`` section of the page's "Hook reference"."""
+    part = DOC.read_text().split("\n## Hook reference\n", 1)[1].split("\n## ", 1)[0]
+    pieces = re.split(r"^### (.+)$", part, flags=re.M)
+    return {title.strip().strip("`"): body for title, body in zip(pieces[1::2], pieces[2::2])}
+
+
+def test_every_hook_has_a_docs_section_with_its_exact_signature():
+    documented = {name: re.search(r"```python\n(.*?)\n```", body, re.S)
+                  for name, body in hook_sections().items()}
+    assert {name: m and m.group(1) for name, m in documented.items()} == {
+        name: signature(fn) for name, fn in HOOKSPECS.items()}
+
+
+def test_every_hook_has_a_test():
+    tree = ast.parse((ROOT / "tests" / "test_hooks.py").read_text())
+    tests = {node.name for node in tree.body
+             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_hook_")}
+    assert tests == {f"test_hook_{name}" for name in HOOKSPECS}
+
+
+def test_python_blocks_of_the_plugin_docs_compile():
+    signatures = {signature(fn) for fn in HOOKSPECS.values()}
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    assert len(blocks) > len(signatures)
+    for block in blocks:
+        if block.strip() not in signatures:
+            compile(block, f"{DOC}: block starting {block.splitlines()[0]!r}", "exec")
+
+
+@pytest.fixture
+def plugins_dir_env(monkeypatch):
+    """``--plugins-dir`` sets TUNEYARD_PLUGINS_DIR in os.environ and reloads the plugin
+    manager; put both back afterwards, so later tests do not load this test's plugins."""
+    monkeypatch.setenv(PLUGINS_DIR_ENV, "")  # records the original value, restored after
+    monkeypatch.delenv(LOAD_ENV, raising=False)
+    get_plugins.cache_clear()
+    yield
+    get_plugins.cache_clear()
+
+
+def test_tutorial_plugin_runs_and_its_metric_lands_in_the_registry(
+        tmp_path, qa_jsonl, make_spec, tiny_model_dir, plugins_dir_env):
+    import torch
+
+    from tuneyard.core.generation import generate
+
+    [(filename, code)] = TUTORIAL_PLUGIN.findall(DOC.read_text())
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / filename).write_text(code)
+    reg = tmp_path / "registry.db"
+    spec = make_spec(qa_jsonl, **{"training.max_steps": 3, "evaluators": [
+        {"name": "length-ratio", "options": {"max_new_tokens": 8}}]})
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--plugins-dir", str(folder), "--registry", str(reg), "run",
+                                 str(spec)])
+    assert result.exit_code == 0, result.output
+
+    registry = Registry(reg)
+    [run] = registry.list_runs()
+    run = registry.get_run(run["id"])
+    assert run["plugin_versions"][Path(filename).stem].startswith("sha256:")
+    rows = registry.evaluations(run["id"])
+    assert [(r["checkpoint"], r["evaluator"], r["metric"]) for r in rows] == [
+        ("base", "length-ratio", "length_ratio"), ("final", "length-ratio", "length_ratio")]
+    details = {r["checkpoint"]: r["details"] for r in registry.db.query(
+        "SELECT checkpoint, details FROM evaluations WHERE run_id = ?", [run["id"]])}
+    answers = {"a small animal", "a domesticated animal", "a tall perennial woody plant",
+               "move fast on foot"}  # the outputs of qa_jsonl
+    for row in rows:
+        shown = json.loads(details[row["checkpoint"]])
+        assert len(shown) == run["eval_rows"] == 8
+        assert {d["reference"] for d in shown} <= answers
+        words = sum(len(d["prediction"].split()) for d in shown)
+        assert row["value"] == pytest.approx(
+            words / sum(len(d["reference"].split()) for d in shown), rel=1e-12)
+
+    # the base answers are the tiny model's greedy continuations (LoRA starts as a no-op)
+    base = json.loads(details["base"])
+    provider = get_plugins().get("model-provider", "hf").cls
+    model, tokenizer = provider(provider.Options(path=str(tiny_model_dir))).load(
+        task="causal-lm", dtype=torch.float32)
+    assert generate(model, tokenizer, [d["prompt"] for d in base], max_new_tokens=8,
+                    batch_size=8, device="cpu") == [d["prediction"] for d in base]
+
+    # `plugins list` prints what the tutorial shows
+    [shown_list] = TUTORIAL_LIST.findall(DOC.read_text())
+    listed = runner.invoke(cli, ["--plugins-dir", str(folder), "--registry", str(reg),
+                                 "plugins", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert " ".join(listed.output.split()) == " ".join(
+        shown_list.replace(SHOWN_DIR, str(folder)).split())
+
+
+def test_readme_points_at_the_plugin_docs_and_names_every_hook():
+    section = README.read_text().split("\n## Writing a plugin\n", 1)[1].split("\n## ", 1)[0]
+    assert "(docs/plugins.md)" in section
+    named = set(re.findall(r"`((?:register|on)_\w+)`", section))
+    assert named == set(HOOKSPECS)
