@@ -259,3 +259,40 @@ def test_a_run_records_the_versions_of_the_plugins_it_used(tmp_path, qa_jsonl, m
     evals = Registry(reg).evaluations(run["id"])
     assert {(e["checkpoint"], e["metric"], e["value"]) for e in evals} == {
         ("base", "examples", 8.0), ("final", "examples", 8.0)}
+
+
+MONITOR = '''
+from pydantic import BaseModel
+from tuneyard.core.components import DeviceMonitor
+from tuneyard.core.hookspecs import hookimpl
+
+
+class Needs(BaseModel):
+    endpoint: str
+
+
+class Remote(DeviceMonitor):
+    name = "remote"
+    description = "needs an endpoint it is never given"
+    Options = Needs
+
+
+@hookimpl
+def register_device_monitors(register):
+    register(Remote)
+'''
+
+
+def test_a_device_monitor_that_cannot_start_does_not_stop_the_run(tmp_path, qa_jsonl,
+                                                                   make_spec):
+    folder = plugins_dir(tmp_path, remote=MONITOR)
+    reg = tmp_path / "registry.db"
+    spec = make_spec(qa_jsonl, **{"training.max_steps": 2})
+    result = CliRunner().invoke(cli, ["--registry", str(reg), "--plugins-dir", str(folder),
+                                      "run", str(spec)])
+    assert result.exit_code == 0, result.output
+    [run] = Registry(reg).list_runs()
+    assert run["status"] == "completed"
+    log = (Path(run["output_dir"]) / "run.log").read_text()
+    assert "WARNING device monitor remote (plugin remote) could not start, skipped: " \
+           "ValidationError: 1 validation error for Needs" in log
