@@ -117,7 +117,7 @@ def test_detached_run_completes_in_its_own_process(tmp_path, qa_jsonl, make_spec
 
 def test_plugins_list_shows_every_builtin_component(tmp_path):
     Registry(tmp_path / "r.db")
-    result = tuneyard(tmp_path / "r.db", "plugins", "list", "--json")
+    result = tuneyard(tmp_path / "r.db", "plugins", "list", "--json", "--all")
     infos = {i["name"]: i for i in json.loads(result.output)}
     provided = {c: name for name, i in infos.items() for c in i["components"]}
     assert provided["strategy:lora"] == "strategy-lora"

@@ -2,16 +2,20 @@
 
 The TUI never imports torch: composing and checking a spec, launching, resuming, evaluating and
 previewing data all need it, so the TUI runs the same commands a user would type
-(``python -m tuneyard.core.cli --registry PATH …``). Each function blocks; call it from a thread
-worker. A command that fails raises :class:`ActionError` with the command's own error message.
+(``python -m tuneyard.core.cli --registry PATH …``); installing a plugin runs pip there too, so
+its output streams like a terminal's. Each function blocks; call it from a thread worker. A
+command that fails raises :class:`ActionError` with the command's own error message, except
+:func:`plugins`, which passes on every line and returns the exit status.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +68,25 @@ def preview(registry_path: Path, spec_path: Path, rows: int = 5) -> dict[str, An
     (``tuneyard data preview SPEC --json``; see that command for the format)."""
     return json.loads(_run(registry_path, "data", "preview", str(spec_path), "--rows",
                            str(rows), "--json"))
+
+
+def plugins(registry_path: Path, args: list[str], on_line: Callable[[str], None]) -> int:
+    """Run ``tuneyard plugins ARGS`` (``install …`` or ``uninstall …``: pip, in tuneyard's
+    own environment), calling ``on_line`` with each line of its output (stdout and stderr
+    merged, pip's included, without the line end) as soon as it is written.
+
+    Returns:
+        The command's exit status: 0 done; 2 refused or pip failed (the last line is the
+        command's ``Error: …``); 1 an unexpected error (its ``Failed: …``).
+
+    Raises:
+        OSError: the command could not be started.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the CLI and pip write each line at once
+    with subprocess.Popen(_command(registry_path, "plugins", *args), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                          text=True, errors="replace", bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            on_line(line.rstrip("\r\n"))
+    return proc.returncode

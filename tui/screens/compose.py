@@ -166,9 +166,20 @@ class ComposeScreen(Screen):
     def _load_plugins(self) -> None:
         self.post_message(PluginsLoaded(get_plugins()))
 
+    def on_screen_resume(self) -> None:
+        """Shown again: plugins may have been installed or uninstalled meanwhile (Registry
+        screen); check in the worker (see :meth:`on_plugins_loaded`)."""
+        if self.plugins is not None:
+            self._load_plugins()
+
     async def on_plugins_loaded(self, message: PluginsLoaded) -> None:
+        """Build the form; when the plugins changed since, rebuild it keeping what was typed
+        (a component that is gone falls back to the first one of its kind)."""
+        if message.plugins is self.plugins:
+            return
+        kept = self.spec() if self.plugins is not None else {}
         self.plugins = message.plugins
-        await self._fill({})
+        await self._fill(kept)
 
     # -- the form ----------------------------------------------------------------------------
     async def _fill(self, data: dict[str, Any]) -> None:
