@@ -20,6 +20,7 @@ and its hooks unregistered. It never stops the host.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.metadata
@@ -134,10 +135,11 @@ class Plugins:
             only: names of the third-party plugins to load (plugin or distribution names);
                 ``None`` = all of them, ``[]`` = none. Built-ins always load.
         """
-        self.load_entry_points(only)
-        if plugins_dir is not None:
-            self.load_directory(Path(plugins_dir), only)
-        self.collect_components()
+        with contextlib.redirect_stdout(sys.stderr):  # stdout stays the command's (--json)
+            self.load_entry_points(only)
+            if plugins_dir is not None:
+                self.load_directory(Path(plugins_dir), only)
+            self.collect_components()
 
     def load_entry_points(self, only: list[str] | None = None) -> None:
         """Import and register every entry point of group ``tuneyard``, built-ins included.
@@ -192,9 +194,13 @@ class Plugins:
         start = time.perf_counter()
         try:
             module = load()
+            unknown = _unknown_hooks(module)
+            if unknown:
+                self._fail(info, unknown)
+                return
             self.pm.register(module, name=info.name)
-        except Exception as exc:  # a broken plugin is reported, never fatal
-            self._fail(info, f"failed to load: {type(exc).__name__}: {exc}")
+        except (Exception, SystemExit) as exc:  # a broken plugin is reported, never fatal
+            self._fail(info, f"failed to load: {type(exc).__name__}: {' '.join(str(exc).split())}")
             return
         finally:
             self._trace(info.name, "import", start)
@@ -275,7 +281,7 @@ class Plugins:
         start = time.perf_counter()
         try:
             impl.function(**{k: kwargs[k] for k in impl.argnames})
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             message = f"{hook_name} raised {type(exc).__name__}: {exc}"
             if registration:
                 self._fail(self.infos[impl.plugin_name], message)
@@ -308,6 +314,16 @@ class Plugins:
                      for impl in getattr(self.pm.hook, hook).get_hookimpls()}
         monitors = {c.plugin for c in self.components["device-monitor"].values()}
         return sorted(set(component_plugins) | lifecycle | monitors)
+
+
+def _unknown_hooks(module: Any) -> str | None:
+    """Why ``module`` cannot load: it marks a function ``@hookimpl`` that is not a tuneyard hook
+    (a typo would otherwise never be called); ``None`` when every hook it implements exists."""
+    specs = [name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), f"{GROUP}_spec")]
+    for name in dir(module):
+        if hasattr(getattr(module, name, None), f"{GROUP}_impl") and name not in specs:
+            return unknown_name("hook", name, specs)
+    return None
 
 
 def _import_file(path: Path) -> Any:

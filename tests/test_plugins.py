@@ -471,3 +471,27 @@ def test_trace_prints_every_hook_call_with_plugin_and_duration(tmp_path, capsys)
     # is called by the CLI only)
     assert len(calls) == len(pm.infos) + sum(len(i.hooks) for i in pm.infos.values()
                                              if i.name != "tui")
+
+
+def test_sys_exit_and_typos_in_a_plugin_do_not_stop_the_host(tmp_path, capsys):
+    write(tmp_path, "quits.py", "import sys\nsys.exit(3)\n")
+    write(tmp_path, "typo.py", "from tuneyard.core.hookspecs import hookimpl\n\n\n@hookimpl\n"
+                               "def register_evaluator(register):\n    pass\n")
+    write(tmp_path, "chatty.py", "print('hello from import')\n" + EVALUATOR_FILE.format(
+        name="chatty").replace("    register(Nothing)", "    print('registering')\n"
+                                                        "    register(Nothing)"))
+    write(tmp_path, "exits_later.py", "import sys\nfrom tuneyard.core.hookspecs import hookimpl"
+                                      "\n\n\n@hookimpl\ndef register_evaluators(register):\n"
+                                      "    sys.exit('bye')\n")
+    pm = Plugins()
+    pm.load(tmp_path)
+    assert pm.infos["quits"].errors == ["failed to load: SystemExit: 3"]
+    specs = sorted(fn.__name__ for fn in HOOKSPECS)
+    assert pm.infos["typo"].errors == [
+        "unknown hook 'register_evaluator'; did you mean 'register_evaluators'? "
+        f"(valid: {', '.join(specs)})"]
+    assert pm.infos["exits_later"].errors == ["register_evaluators raised SystemExit: bye"]
+    assert pm.infos["chatty"].status == "ok"
+    out = capsys.readouterr()
+    assert out.out == ""  # a plugin's prints go to stderr: stdout stays the command's
+    assert "hello from import\nregistering\n" in out.err
