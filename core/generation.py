@@ -14,6 +14,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GenerationOptions(BaseModel):
+    """Options of an evaluator that generates: the built-in ``exact-match`` and ``rouge``, and
+    third-party ones (subclass it to add fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(
+        default=64, ge=1, description="Most tokens generated per example (greedy decoding).",
+    )
+    limit: int | None = Field(
+        default=None, ge=1,
+        description="Evaluate only the first N held-out examples (default: all of them).",
+    )
+    batch_size: int | None = Field(
+        default=None, ge=1,
+        description="Prompts per generate call (default: the run's evaluation batch size).",
+    )
+
 
 def generate(
     model: Any,

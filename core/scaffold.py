@@ -260,35 +260,23 @@ import re
 import string
 from collections import Counter
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from tuneyard.core.components import EvalContext, EvalResult, Evaluator
 from tuneyard.core.errors import DataError
+from tuneyard.core.generation import GenerationOptions, generate
 from tuneyard.core.hookspecs import hookimpl
 
 ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
-class {{cls}}Options(BaseModel):
+class {{cls}}Options(GenerationOptions):
     """Options of the ``{{name}}`` evaluator: the keys of ``options:`` in its entry of a run
-    spec's ``evaluators:`` list."""
-
-    # An unknown key is an error, so a typo in the run spec is reported instead of ignored.
-    model_config = ConfigDict(extra="forbid")
+    spec's ``evaluators:`` list. From tuneyard's GenerationOptions it has ``max_new_tokens``,
+    ``limit`` and ``batch_size``; unknown keys are an error (``extra="forbid"``), so a typo in
+    the run spec is reported instead of ignored."""
 
     # Change: add your options here, each with a default and a description (the description is
-    # shown by `tuneyard plugins list --json` and in the TUI's options form).
-    max_new_tokens: int = Field(
-        default=32, ge=1, description="Most tokens generated per example (greedy decoding).",
-    )
-    limit: int | None = Field(
-        default=None, ge=1,
-        description="Evaluate only the first N held-out examples (default: all of them).",
-    )
-    batch_size: int | None = Field(
-        default=None, ge=1,
-        description="Prompts per generate call (default: the run's evaluation batch size).",
-    )
+    # shown by `tuneyard plugins list --json` and in the TUI's options form), e.g.
+    # lowercase: bool = Field(default=True, description="Compare answers lower-cased.")
 
 
 def normalize(text: str) -> list[str]:
@@ -341,8 +329,6 @@ class {{cls}}(Evaluator):
             DataError: there is no held-out example (set ``dataset.eval_split`` above 0), or one
                 has an empty prompt (``dataset.format: text``; use ``instruction`` or ``chat``).
         """
-        from tuneyard.core.generation import generate
-
         examples = ctx.examples[: self.options.limit]
         if not examples:
             raise DataError(f"{self.name}: no held-out examples; set dataset.eval_split above 0")

@@ -11,32 +11,13 @@ from __future__ import annotations
 import string
 from collections.abc import Callable
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from tuneyard.core.components import EvalContext, EvalResult, Evaluator
 from tuneyard.core.errors import DataError
+from tuneyard.core.generation import GenerationOptions
 from tuneyard.core.hookspecs import hookimpl
 
 Scorer = Callable[[str, str], dict[str, float]]
 """``(prediction, reference) -> {metric name: value in [0, 1]}`` for one example."""
-
-
-class GenerationOptions(BaseModel):
-    """Options of the generation evaluators (``exact-match``, ``rouge``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_new_tokens: int = Field(
-        default=64, ge=1, description="Most tokens generated per example (greedy decoding).",
-    )
-    limit: int | None = Field(
-        default=None, ge=1,
-        description="Evaluate only the first N held-out examples (default: all of them).",
-    )
-    batch_size: int | None = Field(
-        default=None, ge=1,
-        description="Prompts per generate call (default: the run's evaluation batch size).",
-    )
 
 
 class GenerationEvaluator(Evaluator):

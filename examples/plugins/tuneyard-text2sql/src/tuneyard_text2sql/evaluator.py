@@ -12,19 +12,19 @@ distilled databases to catch queries right by accident; here there is one databa
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tuneyard.core.components import EvalContext, EvalResult, Evaluator
 from tuneyard.core.errors import DataError
+from tuneyard.core.generation import GenerationOptions
 from tuneyard_text2sql.database import open_database
 from tuneyard_text2sql.execution import QueryError, Runner, extract_sql, judge
 from tuneyard_text2sql.prompt import question_of
 
 
-class SqlExecutionOptions(BaseModel):
-    """Options of the ``sql-execution`` evaluator."""
-
-    model_config = ConfigDict(extra="forbid")
+class SqlExecutionOptions(GenerationOptions):
+    """Options of the ``sql-execution`` evaluator: tuneyard's generation options
+    (``max_new_tokens``, ``limit``, ``batch_size``) and where and how the queries run."""
 
     database: str | None = Field(
         default=None,
@@ -33,14 +33,6 @@ class SqlExecutionOptions(BaseModel):
     )
     max_new_tokens: int = Field(
         default=128, ge=1, description="Most tokens generated per example (greedy decoding).",
-    )
-    limit: int | None = Field(
-        default=None, ge=1,
-        description="Evaluate only the first N held-out examples (default: all of them).",
-    )
-    batch_size: int | None = Field(
-        default=None, ge=1,
-        description="Prompts per generate call (default: the run's evaluation batch size).",
     )
     timeout_s: float = Field(
         default=5.0, gt=0,
