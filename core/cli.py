@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import os
+import shlex
 import sys
 import traceback
 from importlib.metadata import version
@@ -44,7 +45,7 @@ def handle_errors(fn):
                 traceback.print_exc()
             err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False,
                               soft_wrap=True)
-            sys.exit(2)
+            sys.exit(exc.exit_code)
         except Exception as exc:
             if ctx.obj.get("debug"):
                 traceback.print_exc()
@@ -439,24 +440,30 @@ def plugins_list(as_json: bool, show_all: bool) -> None:
 @handle_errors
 def plugins_install(target: str, upgrade: bool, editable: bool) -> None:
     """Install a plugin package from PyPI (NAME) or a local folder or archive (PATH) with pip,
-    into tuneyard's own environment; then list what it adds."""
+    into tuneyard's own environment; then list what it adds. Exit status 1 when pip fails or
+    the new plugin does not load."""
+    from tuneyard.core.errors import PluginFailed
     from tuneyard.core.plugins import get_plugins, pip_argv, reload_plugins, run_pip
 
     argv = pip_argv("install", target, upgrade=upgrade, editable=editable)
-    before = {n: i.version for n, i in get_plugins().infos.items()}
+    before = {n: (i.version, i.path) for n, i in get_plugins().infos.items()}
     run_pip(argv)
     after = reload_plugins()
-    changed = [i for n, i in after.infos.items() if before.get(n, "new") != i.version]
+    changed = [i for n, i in after.infos.items() if before.get(n) != (i.version, i.path)]
     if not changed:
-        err_console.print(f"pip installed {target}, but no tuneyard plugin was added or changed "
-                          "(a plugin package declares an entry point in group 'tuneyard')")
+        console.print(f"pip installed {escape(target)}; no tuneyard plugin was added or changed "
+                      "(same plugins and versions as before)", soft_wrap=True)
         return
     for i in changed:
         what = ", ".join(c.replace(":", " ", 1) for c in i.components) or "no components"
-        state = "[green]ok[/]" if i.status == "ok" else "[red]skipped: " + escape(
-            "; ".join(i.errors)) + "[/]"
         console.print(f"plugin [bold]{escape(i.name)}[/] {i.version} ({i.package}): {what} — "
-                      f"{state}", soft_wrap=True)
+                      + ("[green]ok[/]" if i.status == "ok" else f"[red]{i.status}[/]"),
+                      soft_wrap=True)
+    failed = [i for i in changed if i.errors]
+    if failed:
+        raise PluginFailed("; ".join(
+            f"plugin {i.name} is installed but skipped: {'; '.join(i.errors)} (fix it, or "
+            f"tuneyard plugins uninstall {i.package or i.name})" for i in failed))
 
 
 @plugins.command("uninstall")
@@ -464,22 +471,14 @@ def plugins_install(target: str, upgrade: bool, editable: bool) -> None:
 @handle_errors
 def plugins_uninstall(name: str) -> None:
     """Uninstall a plugin package (by plugin or distribution NAME) with pip."""
-    from tuneyard.core.plugins import get_plugins, pip_argv, reload_plugins, run_pip
+    from tuneyard.core.plugins import get_plugins, package_of, pip_argv, reload_plugins, run_pip
 
-    info = get_plugins().infos.get(name)
-    if info is not None and info.source == "builtin":
-        raise TuneyardError(f"plugins uninstall: {name} is a built-in plugin; disable "
-                            "third-party ones with TUNEYARD_LOAD_PLUGINS instead")
-    if info is not None and info.source == "file":
-        raise TuneyardError(f"plugins uninstall: {name} is a plugins-directory file; delete "
-                            f"{info.path} instead")
-    run_pip(pip_argv("uninstall", info.package if info and info.package else name))
-    left = [i.name for i in reload_plugins().infos.values()
-            if name in (i.name, i.package) and i.source == "package"]
-    if left:
-        raise TuneyardError(f"plugin {name} is still installed (from another environment "
-                            "on sys.path?)")
-    err_console.print(f"uninstalled {name}")
+    if name.startswith("-"):
+        pip_argv("uninstall", name)  # refuses it, with the install's message
+    package = package_of(get_plugins(), name)
+    run_pip(pip_argv("uninstall", package))
+    reload_plugins()
+    console.print(f"uninstalled {package}")
 
 
 @plugins.command("new")
@@ -493,11 +492,19 @@ def plugins_uninstall(name: str) -> None:
 def plugins_new(name: str, kind: str, parent: str) -> None:
     """Write a ready plugin package tuneyard-NAME/: pyproject with the entry point, a module
     with a working component, a passing test and a README."""
+    from tuneyard.core.plugins import get_plugins
     from tuneyard.core.scaffold import new_plugin
 
-    folder = new_plugin(name, kind, Path(parent))
+    short, plugins = name.removeprefix("tuneyard-"), get_plugins()
+    if short in plugins.components[kind] or short in plugins.infos:
+        owner = (plugins.components[kind][short].plugin if short in plugins.components[kind]
+                 else short)
+        raise TuneyardError(f"plugins new: the name '{short}' is taken by plugin '{owner}'; "
+                            "choose another (a second one would be skipped when loaded)")
+    folder = shlex.quote(str(new_plugin(name, kind, Path(parent))))
     console.print(f"created {folder}\n\nnext:\n  tuneyard plugins install --editable {folder}\n"
-                  f"  cd {folder} && python -m pytest", soft_wrap=True, highlight=False)
+                  f"  cd {folder} && python -m pytest", soft_wrap=True, highlight=False,
+                  markup=False)
 
 
 def main() -> None:

@@ -13,6 +13,9 @@ import difflib
 class TuneyardError(Exception):
     """Base class: a mistake the user can fix (bad spec, missing file, broken plugin)."""
 
+    #: the CLI's exit status for it: 2, a user error
+    exit_code = 2
+
 
 class SpecError(TuneyardError):
     """The run spec (YAML or ``--set``) is invalid; the message names the key to fix."""
@@ -24,6 +27,14 @@ class DataError(TuneyardError):
 
 class PluginError(TuneyardError):
     """A plugin failed to load or register, or a component it provides failed."""
+
+
+class PluginFailed(PluginError):
+    """A plugin's code failed where its input was fine: a component raised or returned the
+    wrong thing during a run, or a freshly installed plugin does not load. The message names
+    the plugin; the CLI exits with status 1 (a failed run), not 2."""
+
+    exit_code = 1
 
 
 class RunNotFound(TuneyardError):

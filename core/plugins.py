@@ -28,6 +28,7 @@ import importlib.util
 import inspect
 import logging
 import os
+import re
 import site
 import subprocess
 import sys
@@ -52,6 +53,9 @@ GROUP = "tuneyard"
 PLUGINS_DIR_ENV = "TUNEYARD_PLUGINS_DIR"
 LOAD_ENV = "TUNEYARD_LOAD_PLUGINS"
 TRACE_ENV = "TUNEYARD_TRACE_PLUGINS"
+
+#: A component's name: lower-case words of letters and digits joined by dashes.
+COMPONENT_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 #: registration hook → component kind it registers
 REGISTRATION_HOOKS = {
@@ -135,11 +139,20 @@ class Plugins:
             only: names of the third-party plugins to load (plugin or distribution names);
                 ``None`` = all of them, ``[]`` = none. Built-ins always load.
         """
+        if only is not None:
+            only = [_canonical(name) for name in only]
         with contextlib.redirect_stdout(sys.stderr):  # stdout stays the command's (--json)
             self.load_entry_points(only)
             if plugins_dir is not None:
                 self.load_directory(Path(plugins_dir), only)
             self.collect_components()
+        third_party = {_canonical(n) for i in self.infos.values() if i.source != "builtin"
+                       for n in (i.name, i.package) if n}
+        for name in sorted(set(only or ()) - third_party):
+            log.warning("%s names '%s', which is not a third-party plugin (installed: %s)",
+                        LOAD_ENV, name, ", ".join(sorted(
+                            i.name for i in self.infos.values() if i.source != "builtin"))
+                        or "none")
 
     def load_entry_points(self, only: list[str] | None = None) -> None:
         """Import and register every entry point of group ``tuneyard``, built-ins included.
@@ -160,11 +173,15 @@ class Plugins:
     def load_directory(self, folder: Path, only: list[str] | None = None) -> None:
         """Import each ``*.py`` file of ``folder`` as a plugin named after the file.
 
-        A missing folder is logged as a warning (nothing loads from it).
+        Files starting with ``_`` are not plugins, but plugin files may import them
+        (``import _helpers``): the folder is appended to ``sys.path``. A missing folder is
+        logged as a warning (nothing loads from it).
         """
         if not folder.is_dir():
-            log.warning("plugins directory %s does not exist; no file plugins loaded", folder)
+            log.warning("plugins directory %s is not a folder; no file plugins loaded", folder)
             return
+        if str(folder.resolve()) not in sys.path:
+            sys.path.append(str(folder.resolve()))
         for path in sorted(folder.glob("*.py")):
             if path.name.startswith("_"):
                 continue
@@ -188,7 +205,8 @@ class Plugins:
             self._fail(info, taken)
             return
         self.infos[info.name] = info
-        if only is not None and info.source != "builtin" and not {info.name, info.package} & set(only):
+        if (only is not None and info.source != "builtin"
+                and not {_canonical(info.name), _canonical(info.package or "")} & set(only)):
             info.disabled = True
             return
         start = time.perf_counter()
@@ -199,7 +217,9 @@ class Plugins:
                 self._fail(info, unknown)
                 return
             self.pm.register(module, name=info.name)
-        except (Exception, SystemExit) as exc:  # a broken plugin is reported, never fatal
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a broken plugin is reported, never fatal (sys.exit too)
             self._fail(info, f"failed to load: {type(exc).__name__}: {' '.join(str(exc).split())}")
             return
         finally:
@@ -220,7 +240,15 @@ class Plugins:
     def register_commands(self, cli: Any) -> None:
         """Run ``register_commands`` of every plugin; one that raises is reported and skipped."""
         for impl in getattr(self.pm.hook, "register_commands").get_hookimpls():
+            before = dict(cli.commands)
             self._call(impl, "register_commands", {"cli": cli}, registration=True)
+            info = self.infos[impl.plugin_name]
+            taken = [name for name, cmd in before.items() if cli.commands.get(name) is not cmd]
+            if taken:
+                self._fail(info, f"register_commands: command '{taken[0]}' is already taken")
+            if info.errors:  # skipped whole: the commands it added go too
+                cli.commands.clear()
+                cli.commands.update(before)
         for info in self.infos.values():
             if info.errors:
                 self._skip(info)
@@ -281,7 +309,9 @@ class Plugins:
         start = time.perf_counter()
         try:
             impl.function(**{k: kwargs[k] for k in impl.argnames})
-        except (Exception, SystemExit) as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a plugin never ends the host
             message = f"{hook_name} raised {type(exc).__name__}: {exc}"
             if registration:
                 self._fail(self.infos[impl.plugin_name], message)
@@ -316,6 +346,12 @@ class Plugins:
         return sorted(set(component_plugins) | lifecycle | monitors)
 
 
+def _canonical(name: str) -> str:
+    """A plugin or distribution name compared as pip compares distribution names (PEP 503):
+    lower-case, runs of ``-``, ``_`` and ``.`` as one ``-``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _unknown_hooks(module: Any) -> str | None:
     """Why ``module`` cannot load: it marks a function ``@hookimpl`` that is not a tuneyard hook
     (a typo would otherwise never be called); ``None`` when every hook it implements exists."""
@@ -348,6 +384,9 @@ def _check_component(cls: Any, kind: str) -> str | None:
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         return f"{cls.__name__} has no 'name'"
+    if not COMPONENT_NAME.fullmatch(name):
+        return (f"{kind} name {name!r}: use lower-case letters, digits and dashes "
+                "(e.g. 'token-f1')")
     options = getattr(cls, "Options", None)
     if not (inspect.isclass(options) and issubclass(options, BaseModel)):
         return f"{kind} '{name}': Options must be a pydantic BaseModel subclass"
@@ -355,6 +394,12 @@ def _check_component(cls: Any, kind: str) -> str | None:
         options.model_json_schema()
     except Exception as exc:
         return f"{kind} '{name}': broken options model: {exc}"
+    if kind == "device-monitor":  # the run builds monitors without options
+        try:
+            options()
+        except Exception as exc:
+            return (f"device-monitor '{name}': every option needs a default (monitors are "
+                    f"built without options): {' '.join(str(exc).split())}")
     return None
 
 
@@ -397,16 +442,21 @@ def pip_argv(action: str, target: str, *, upgrade: bool = False,
     Args:
         action: ``install`` or ``uninstall``.
         target: a distribution name (``tuneyard-text2sql``, with an optional version
-            specifier) or, for ``install``, a local folder or archive (made absolute).
+            specifier, PEP 508) or, for ``install``, a local folder or archive (made absolute).
+            For ``uninstall`` give the distribution from :func:`package_of`.
         upgrade: ``pip install --upgrade``.
         editable: ``pip install --editable`` (``target`` must be a local folder).
 
     Raises:
-        TuneyardError: ``target`` is empty or looks like an option (starts with ``-``), an
-            editable target is not a folder, ``uninstall`` names tuneyard itself, or pip is
-            not installed in this interpreter.
+        TuneyardError: ``target`` is empty, looks like an option (starts with ``-``), is
+            neither a local path nor a valid requirement, an editable target is not a folder,
+            or pip is not installed in this interpreter.
     """
-    if not target.strip() or target.startswith("-"):
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    if not target.strip():
+        raise TuneyardError(f"plugins {action}: give a package name or path")
+    if target.startswith("-"):
         raise TuneyardError(f"plugins {action}: {target!r} looks like an option, not a package "
                             "name or path")
     path = Path(target).expanduser()
@@ -414,9 +464,13 @@ def pip_argv(action: str, target: str, *, upgrade: bool = False,
     if editable and not path.is_dir():
         raise TuneyardError(f"plugins install --editable: {target} is not a folder; --editable "
                             "installs a local package folder (one with a pyproject.toml)")
-    if action == "uninstall" and target.lower() in ("tuneyard", "pip"):
-        raise TuneyardError(f"plugins uninstall: {target} is not a plugin; uninstall "
-                            "tuneyard-* plugin packages only")
+    if not local:
+        try:
+            Requirement(target)
+        except InvalidRequirement as exc:
+            raise TuneyardError(f"plugins {action}: {target!r} is neither a path here nor a "
+                                f"package name (NAME or NAME==VERSION): "
+                                f"{str(exc).splitlines()[0]}") from None
     if importlib.util.find_spec("pip") is None:
         raise TuneyardError(f"pip is not installed in tuneyard's interpreter ({sys.executable});"
                             f" add it with: {sys.executable} -m ensurepip")
@@ -428,6 +482,32 @@ def pip_argv(action: str, target: str, *, upgrade: bool = False,
     if editable:
         argv.append("--editable")
     return [*argv, str(path.resolve()) if local else target]
+
+
+def package_of(plugins: Plugins, name: str) -> str:
+    """The distribution to uninstall for ``name``, a plugin or distribution name (compared as
+    pip compares names).
+
+    Raises:
+        TuneyardError: ``name`` is tuneyard itself, a built-in or plugins-directory plugin, or
+            no installed third-party plugin; the message says what to do instead.
+    """
+    wanted = _canonical(name)
+    if wanted == "tuneyard":
+        raise TuneyardError(f"plugins uninstall: {name} is tuneyard itself, not a plugin")
+    for info in plugins.infos.values():
+        if wanted not in (_canonical(info.name), _canonical(info.package or "")):
+            continue
+        if info.source == "builtin":
+            raise TuneyardError(f"plugins uninstall: {name} is a built-in plugin; disable "
+                                "third-party ones with TUNEYARD_LOAD_PLUGINS instead")
+        if info.source == "file":
+            raise TuneyardError(f"plugins uninstall: {name} is a plugins-directory file; "
+                                f"delete {info.path} instead")
+        return info.package
+    installed = sorted({i.package for i in plugins.infos.values() if i.source == "package"})
+    raise TuneyardError(f"plugins uninstall: no installed plugin or plugin package named "
+                        f"'{name}' (installed: {', '.join(installed) or 'none'})")
 
 
 def run_pip(argv: list[str]) -> None:

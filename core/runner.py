@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 import yaml
 
-from tuneyard.core.components import EvalContext, Example
+from tuneyard.core.components import EvalContext, EvalResult, Example
 from tuneyard.core.engine import Composition, compose
-from tuneyard.core.errors import DataError, PluginError, TuneyardError
+from tuneyard.core.errors import DataError, PluginError, PluginFailed, TuneyardError
 from tuneyard.core.formats import (IGNORE_INDEX, PadCollator, pack, resolve_columns, to_examples,
                                    tokenize, tokenize_all)
 from tuneyard.core.plugins import Plugins, get_plugins
@@ -84,15 +84,22 @@ class Data:
 
 
 def guarded(comp: Any, plugin_of: dict[str, str], action: str, fn: Any, *args: Any, **kw: Any):
-    """Call a component method; a non-tuneyard exception becomes a PluginError naming it."""
+    """Call a component method; any other exception than a TuneyardError (a mistake in the
+    user's input, reported as it is) or Ctrl-C becomes a PluginFailed naming the component and
+    its plugin, ``sys.exit`` included."""
     try:
         return fn(*args, **kw)
-    except TuneyardError:
+    except (TuneyardError, KeyboardInterrupt):
         raise
-    except Exception as exc:
-        plugin = plugin_of.get(f"{comp.kind}:{comp.name}", "?")
-        raise PluginError(f"{comp.kind} '{comp.name}' (plugin {plugin}) failed to {action}: "
-                          f"{type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:
+        raise component_failed(comp, plugin_of, f"failed to {action}: "
+                                                f"{type(exc).__name__}: {exc}") from exc
+
+
+def component_failed(comp: Any, plugin_of: dict[str, str], what: str) -> PluginFailed:
+    """The error of a component that failed or broke its contract, naming its plugin."""
+    plugin = plugin_of.get(f"{comp.kind}:{comp.name}", "?")
+    return PluginFailed(f"{comp.kind} '{comp.name}' (plugin {plugin}) {what}")
 
 
 def load_rows(comp: Composition, progress: Progress) -> Any:
@@ -107,6 +114,10 @@ def load_rows(comp: Composition, progress: Progress) -> Any:
         rows = guarded(comp.source, comp.plugin_of, "load data", comp.source.load)
     except DataError as exc:
         raise DataError(f"dataset source '{spec.dataset.source}': {exc}") from exc
+    if not hasattr(rows, "column_names"):
+        raise component_failed(comp.source, comp.plugin_of,
+                               f"load() returned {type(rows).__name__}, not a "
+                               "datasets.Dataset")
     if len(rows) < 2:
         raise DataError(f"dataset: source '{spec.dataset.source}' gave {len(rows)} rows; "
                         "need at least 2 (one to train, one to evaluate)")
@@ -175,12 +186,38 @@ def evaluate(comp: Composition, plugins: Plugins, registry: Registry, run_id: st
         progress.phase(f"evaluating {checkpoint}: {ev.name}")
         ctx = EvalContext(model, tokenizer, data.eval_examples, data.eval_rows, data.collator,
                           torch.device(comp.device), comp.spec.training.eval_batch_size)
-        result = guarded(ev, comp.plugin_of, "evaluate", ev.evaluate, ctx)
+        result = checked_result(ev, comp.plugin_of,
+                                guarded(ev, comp.plugin_of, "evaluate", ev.evaluate, ctx))
         registry.add_evaluation(run_id, checkpoint, ev.name, result.metrics, result.details)
         plugins.fire("on_evaluation", run_id=run_id, checkpoint=checkpoint, evaluator=ev.name,
                      metrics=result.metrics)
         results[ev.name] = result.metrics
     return results
+
+
+def checked_result(ev: Any, plugin_of: dict[str, str], result: Any) -> EvalResult:
+    """``result`` with its metrics as floats, once checked against the :class:`EvalResult`
+    contract (name → number; JSON-able details).
+
+    Raises:
+        PluginFailed: the evaluator returned something else, naming it and its plugin.
+    """
+    def broken(what: str) -> PluginFailed:
+        return component_failed(ev, plugin_of, f"evaluate() returned {what}")
+
+    if not isinstance(result, EvalResult):
+        raise broken(f"{type(result).__name__}, not an EvalResult")
+    if not isinstance(result.metrics, dict):
+        raise broken(f"metrics of type {type(result.metrics).__name__}, not a dict")
+    for name, value in result.metrics.items():
+        if not isinstance(name, str) or isinstance(value, bool) or not isinstance(
+                value, int | float):
+            raise broken(f"metric {name!r} = {value!r}; metrics map names to numbers")
+    try:
+        json.dumps(result.details)
+    except (TypeError, ValueError) as exc:
+        raise broken(f"details that are not JSON ({exc})") from None
+    return EvalResult({k: float(v) for k, v in result.metrics.items()}, result.details)
 
 
 def quiet_libraries() -> None:
@@ -201,8 +238,13 @@ def load_model(comp: Composition, progress: Progress) -> tuple[Any, Any]:
     import torch
 
     progress.phase(f"loading model ({comp.spec.model.provider})")
-    return guarded(comp.provider, comp.plugin_of, "load the model", comp.provider.load,
-                   task=comp.strategy.task, dtype=torch.float32)
+    loaded = guarded(comp.provider, comp.plugin_of, "load the model", comp.provider.load,
+                     task=comp.strategy.task, dtype=torch.float32)
+    if not (isinstance(loaded, tuple) and len(loaded) == 2 and hasattr(loaded[0], "to")):
+        raise component_failed(comp.provider, comp.plugin_of,
+                               f"load() returned {type(loaded).__name__}, not a (model, "
+                               "tokenizer) pair")
+    return loaded
 
 
 def execute(registry: Registry, run_id: str, progress: Progress | None = None,
@@ -316,10 +358,10 @@ class Telemetry:
     def __init__(self, registry_path: Path, run_id: str, plugins: Plugins,
                  interval_s: float) -> None:
         self.path, self.run_id, self.interval_s = registry_path, run_id, interval_s
-        self.monitors = []
+        self.monitors = []  # (monitor, its plugin's name)
         for info in plugins.components["device-monitor"].values():
             try:
-                self.monitors.append(info.cls(info.cls.Options()))
+                self.monitors.append((info.cls(info.cls.Options()), info.plugin))
             except Exception as exc:
                 log.warning("device monitor %s (plugin %s) could not start, skipped: %s: %s",
                             info.name, info.plugin, type(exc).__name__, exc)
@@ -340,14 +382,14 @@ class Telemetry:
         failed: set[str] = set()
         while not self.done.is_set():
             samples = []
-            for mon in self.monitors:
+            for mon, plugin in self.monitors:
                 try:
                     samples += [vars(s) for s in mon.sample()]
                 except Exception as exc:
                     if mon.name not in failed:
                         failed.add(mon.name)
-                        log.warning("device monitor %s failed, skipped: %s: %s", mon.name,
-                                    type(exc).__name__, exc)
+                        log.warning("device monitor %s (plugin %s) failed, skipped: %s: %s",
+                                    mon.name, plugin, type(exc).__name__, exc)
             try:
                 registry.add_system_metrics(self.run_id, samples)
             except Exception as exc:
@@ -384,6 +426,9 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], progress: 
     set_seed(t.seed)  # adapter init must not depend on what loading the model consumed
     model = guarded(comp.strategy, comp.plugin_of, "prepare the model", comp.strategy.prepare,
                     model)
+    if not hasattr(model, "to"):
+        raise component_failed(comp.strategy, comp.plugin_of,
+                               f"prepare() returned {type(model).__name__}, not a model")
     model.to(comp.device)
     plugins.fire("on_run_start", run_id=run_id, spec=run["spec"], output_dir=str(out))
     if not any(e["checkpoint"] == "base" for e in registry.evaluations(run_id)):

@@ -85,8 +85,8 @@ def new_plugin(name: str, kind: str = "evaluator", parent: Path = Path(".")) -> 
     short = name.removeprefix("tuneyard-")
     if not NAME_PATTERN.match(short):
         raise TuneyardError(
-            f"invalid plugin name '{name}': use lower-case letters, digits and dashes, starting "
-            "with a letter and ending with a letter or digit (e.g. 'token-f1')"
+            f"invalid plugin name '{name}': use two or more lower-case letters, digits and "
+            "dashes, starting with a letter and ending with a letter or digit (e.g. 'token-f1')"
         )
     if kind not in SCAFFOLD_KINDS:
         raise TuneyardError(unknown_name("plugin kind", kind, list(SCAFFOLD_KINDS)))

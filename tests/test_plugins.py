@@ -414,7 +414,7 @@ def test_missing_plugins_directory_is_a_warning(tmp_path, caplog):
     pm = Plugins()
     with caplog.at_level(logging.WARNING, logger="tuneyard.core.plugins"):
         pm.load(tmp_path / "nope")
-    assert caplog.messages == [f"plugins directory {tmp_path / 'nope'} does not exist; no file "
+    assert caplog.messages == [f"plugins directory {tmp_path / 'nope'} is not a folder; no file "
                                "plugins loaded"]
     assert pm.infos["model-hf"].status == "ok"
 
@@ -495,3 +495,121 @@ def test_sys_exit_and_typos_in_a_plugin_do_not_stop_the_host(tmp_path, capsys):
     out = capsys.readouterr()
     assert out.out == ""  # a plugin's prints go to stderr: stdout stays the command's
     assert "hello from import\nregistering\n" in out.err
+
+
+def test_base_exceptions_in_lifecycle_hooks_are_isolated_but_ctrl_c_is_not(caplog):
+    calls = []
+
+    class Exits:
+        @hookimpl
+        def on_run_end(self, status):
+            raise SystemExit(0)
+
+    class Odd:
+        @hookimpl
+        def on_run_end(self, status):
+            raise BaseException("bx")
+
+    class Records:
+        @hookimpl
+        def on_run_end(self, status):
+            calls.append(status)
+
+    class CtrlC:
+        @hookimpl
+        def on_step_end(self, step):
+            raise KeyboardInterrupt
+
+    pm = Plugins()
+    for name, plugin in (("records", Records()), ("exits", Exits()), ("odd", Odd()),
+                         ("ctrl-c", CtrlC())):
+        pm.register_plugin(plugin, name)
+    with caplog.at_level(logging.WARNING, logger="tuneyard.core.plugins"):
+        pm.fire("on_run_end", run_id="r", status="completed", error=None)
+    assert calls == ["completed"]
+    assert caplog.messages == [
+        "plugin odd: on_run_end raised BaseException: bx (the run goes on; repeats are logged "
+        "at debug level)",
+        "plugin exits: on_run_end raised SystemExit: 0 (the run goes on; repeats are logged at "
+        "debug level)"]
+    with pytest.raises(KeyboardInterrupt):  # the user's Ctrl-C still stops tuneyard
+        pm.fire("on_step_end", run_id="r", step=1, metrics={})
+
+
+def test_a_command_name_clash_skips_the_plugin_and_restores_the_command():
+    import click
+
+    @click.group()
+    def group():
+        pass
+
+    @group.command()
+    def run():
+        """The real run."""
+
+    class Hijacks:
+        @hookimpl
+        def register_commands(self, cli):
+            @cli.command("extra")
+            def extra():
+                pass
+
+            @cli.command("run")
+            def fake_run():
+                """Hijacked."""
+
+    class HalfThenRaises:
+        @hookimpl
+        def register_commands(self, cli):
+            @cli.command("half")
+            def half():
+                pass
+
+            raise RuntimeError("commands boom")
+
+    class Fine:
+        @hookimpl
+        def register_commands(self, cli):
+            @cli.command("fine")
+            def fine():
+                pass
+
+    pm = loaded(("hijacks", Hijacks()), ("half", HalfThenRaises()), ("fine", Fine()))
+    pm.register_commands(group)
+    assert sorted(group.commands) == ["fine", "run"]
+    assert group.commands["run"].help == "The real run."
+    assert pm.infos["hijacks"].errors == ["register_commands: command 'run' is already taken"]
+    assert pm.infos["half"].errors == ["register_commands raised RuntimeError: commands boom"]
+    assert pm.infos["fine"].status == "ok"
+
+
+def test_component_names_are_checked():
+    class Shouting(Evaluator):
+        name = "My Weird Name!"
+
+    pm = loaded(("p", Registers(evaluators=[Shouting])))
+    assert pm.infos["p"].errors == [
+        "evaluator name 'My Weird Name!': use lower-case letters, digits and dashes "
+        "(e.g. 'token-f1')"]
+
+
+def test_load_only_warns_about_unknown_names_and_normalises_them(tmp_path, caplog, monkeypatch):
+    eps = [FakeEntryPoint("ep-name", target=Registers(Rows), dist="tuneyard-extra")]
+    monkeypatch.setattr(plugins_mod.importlib.metadata, "entry_points", lambda group: eps)
+    pm = Plugins()
+    with caplog.at_level(logging.WARNING, logger="tuneyard.core.plugins"):
+        pm.load(None, ["Tuneyard_Extra", "nosuch"])
+    assert pm.infos["ep-name"].status == "ok"
+    assert caplog.messages == ["TUNEYARD_LOAD_PLUGINS names 'nosuch', which is not a third-party "
+                               "plugin (installed: ep-name)"]
+
+
+def test_plugin_files_can_import_underscore_helpers(tmp_path):
+    write(tmp_path, "_shared.py", "NAME = 'from-helper'\n")
+    write(tmp_path, "uses.py", "from _shared import NAME\n" + EVALUATOR_FILE.format(
+        name="{NAME}").replace('name = "{NAME}"', "name = NAME"))
+    pm = Plugins()
+    pm.load(tmp_path)
+    assert pm.infos["uses"].errors == []
+    assert pm.get("evaluator", "from-helper").plugin == "uses"
+    assert "_shared" not in pm.infos

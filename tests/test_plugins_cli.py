@@ -13,9 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from tuneyard.core.cli import cli
-from tuneyard.core.errors import TuneyardError
+from tuneyard.core.components import EvalResult, Evaluator
+from tuneyard.core.errors import PluginFailed, TuneyardError
 from tuneyard.core.plugins import get_plugins, pip_argv
 from tuneyard.core.registry import Registry
+from tuneyard.core.runner import checked_result
 
 BOOM = "raise RuntimeError('kaboom at import')\n"
 
@@ -174,8 +176,8 @@ def test_pip_argv_is_a_list_in_this_interpreter(tmp_path):
     pkg.mkdir()
     assert pip_argv("install", "tuneyard-text2sql") == [
         sys.executable, "-m", "pip", "install", "tuneyard-text2sql"]
-    assert pip_argv("install", "tuneyard-x>=1.0; rm -rf /", upgrade=True) == [
-        sys.executable, "-m", "pip", "install", "--upgrade", "tuneyard-x>=1.0; rm -rf /"]
+    assert pip_argv("install", "tuneyard-x>=1.0", upgrade=True) == [
+        sys.executable, "-m", "pip", "install", "--upgrade", "tuneyard-x>=1.0"]
     assert pip_argv("install", str(pkg), editable=True) == [
         sys.executable, "-m", "pip", "install", "--editable", str(pkg)]
     assert pip_argv("uninstall", "tuneyard-text2sql") == [
@@ -191,10 +193,18 @@ def test_pip_argv_is_a_list_in_this_interpreter(tmp_path):
     (["install", "--editable", "tuneyard-text2sql"],
      "plugins install --editable: tuneyard-text2sql is not a folder; --editable installs a local "
      "package folder (one with a pyproject.toml)"),
+    (["install", "tuneyard-x>=1.0; rm -rf /"],
+     "plugins install: 'tuneyard-x>=1.0; rm -rf /' is neither a path here nor a package name "
+     "(NAME or NAME==VERSION): Expected a marker variable or quoted string"),
+    (["install", " "], "plugins install: give a package name or path"),
     (["uninstall", "--", "-y"], "plugins uninstall: '-y' looks like an option, not a package "
                                 "name or path"),
-    (["uninstall", "tuneyard"], "plugins uninstall: tuneyard is not a plugin; uninstall "
-                                "tuneyard-* plugin packages only"),
+    (["uninstall", "tuneyard"], "plugins uninstall: tuneyard is tuneyard itself, not a plugin"),
+    (["uninstall", "tuneyard==0.1.0"],
+     "plugins uninstall: no installed plugin or plugin package named 'tuneyard==0.1.0' "
+     "(installed: none)"),
+    (["uninstall", "requests"], "plugins uninstall: no installed plugin or plugin package "
+                                "named 'requests' (installed: none)"),
     (["uninstall", "model-hf"], "plugins uninstall: model-hf is a built-in plugin; disable "
                                 "third-party ones with TUNEYARD_LOAD_PLUGINS instead"),
 ])
@@ -233,7 +243,7 @@ def test_a_failing_evaluator_fails_the_run_naming_its_plugin(tmp_path, qa_jsonl,
     spec = make_spec(qa_jsonl, **{"training.max_steps": 2, "evaluators": [{"name": "fragile"}]})
     result = CliRunner().invoke(cli, ["--registry", str(reg), "--plugins-dir", str(folder),
                                       "run", str(spec)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # a bug in the plugin: a failed run, not a user error
     message = ("evaluator 'fragile' (plugin fragile) failed to evaluate: ZeroDivisionError: "
                "division by zero")
     assert f"Error: {message}" in " ".join(result.output.split())
@@ -261,7 +271,7 @@ def test_a_run_records_the_versions_of_the_plugins_it_used(tmp_path, qa_jsonl, m
         ("base", "examples", 8.0), ("final", "examples", 8.0)}
 
 
-MONITOR = '''
+MONITORS = '''
 from pydantic import BaseModel
 from tuneyard.core.components import DeviceMonitor
 from tuneyard.core.hookspecs import hookimpl
@@ -277,22 +287,104 @@ class Remote(DeviceMonitor):
     Options = Needs
 
 
+class Offline(DeviceMonitor):
+    name = "offline"
+    description = "cannot reach its device"
+
+    def __init__(self, options):
+        raise ConnectionError("no device at /dev/accel0")
+
+
 @hookimpl
 def register_device_monitors(register):
-    register(Remote)
+    register({cls})
 '''
 
 
-def test_a_device_monitor_that_cannot_start_does_not_stop_the_run(tmp_path, qa_jsonl,
-                                                                   make_spec):
-    folder = plugins_dir(tmp_path, remote=MONITOR)
+def test_device_monitors_that_cannot_be_built_are_skipped(tmp_path, qa_jsonl, make_spec):
+    folder = plugins_dir(tmp_path, remote=MONITORS.format(cls="Remote"),
+                         offline=MONITORS.format(cls="Offline"))
     reg = tmp_path / "registry.db"
     spec = make_spec(qa_jsonl, **{"training.max_steps": 2})
     result = CliRunner().invoke(cli, ["--registry", str(reg), "--plugins-dir", str(folder),
                                       "run", str(spec)])
     assert result.exit_code == 0, result.output
+    [error] = get_plugins().infos["remote"].errors  # caught when it registers
+    assert error.startswith("device-monitor 'remote': every option needs a default (monitors "
+                            "are built without options): 1 validation error for Needs endpoint "
+                            "Field required")
     [run] = Registry(reg).list_runs()
     assert run["status"] == "completed"
     log = (Path(run["output_dir"]) / "run.log").read_text()
-    assert "WARNING device monitor remote (plugin remote) could not start, skipped: " \
-           "ValidationError: 1 validation error for Needs" in log
+    assert "WARNING device monitor offline (plugin offline) could not start, skipped: " \
+           "ConnectionError: no device at /dev/accel0" in log
+
+
+@pytest.mark.parametrize("returned, what", [
+    (None, "NoneType, not an EvalResult"),
+    (EvalResult({"x": "not a float"}), "metric 'x' = 'not a float'; metrics map names to numbers"),
+    (EvalResult({"ok": True}), "metric 'ok' = True; metrics map names to numbers"),
+    (EvalResult({"x": 1.0}, [{"seen": {1, 2}}]),
+     "details that are not JSON (Object of type set is not JSON serializable)"),
+])
+def test_an_evaluator_that_breaks_its_contract_is_named(returned, what):
+    class Sloppy(Evaluator):
+        name = "sloppy"
+
+    with pytest.raises(PluginFailed) as exc:
+        checked_result(Sloppy(None), {"evaluator:sloppy": "sloppy-plugin"}, returned)
+    assert str(exc.value) == f"evaluator 'sloppy' (plugin sloppy-plugin) evaluate() returned {what}"
+    assert exc.value.exit_code == 1
+
+
+def test_checked_result_keeps_a_good_result_as_floats():
+    result = checked_result(None, {}, EvalResult({"n": 3, "f1": 0.5}, [{"a": [1]}]))
+    assert (result.metrics, result.details) == ({"n": 3.0, "f1": 0.5}, [{"a": [1]}])
+    assert type(result.metrics["n"]) is float
+
+
+def test_plugins_new_refuses_a_name_already_taken(tmp_path):
+    result = CliRunner().invoke(cli, ["plugins", "new", "perplexity", "--dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()) == (
+        "Error: plugins new: the name 'perplexity' is taken by plugin 'evaluator-perplexity'; "
+        "choose another (a second one would be skipped when loaded)")
+    assert list(tmp_path.iterdir()) == []
+
+
+BROKEN_PACKAGE = {
+    "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61"]\n'
+                      'build-backend = "setuptools.build_meta"\n\n[project]\n'
+                      'name = "tuneyard-broken"\nversion = "0.1.0"\n\n'
+                      '[project.entry-points.tuneyard]\nbroken = "tuneyard_broken"\n',
+    "tuneyard_broken/__init__.py": "import a_module_that_is_not_installed\n",
+}
+
+
+def test_an_installed_package_that_raises_on_import(fresh_venv, tmp_path):
+    pkg = tmp_path / "tuneyard-broken"
+    for rel, text in BROKEN_PACKAGE.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text(text)
+    installed = tuneyard_in(fresh_venv, "plugins", "install", str(pkg), cwd=tmp_path)
+    error = ("failed to load: ModuleNotFoundError: No module named "
+             "'a_module_that_is_not_installed'")
+    assert installed.returncode == 1  # installed, but it does not load: say so, exit 1
+    assert " ".join(installed.stderr.split()).endswith(
+        f"Error: plugin broken is installed but skipped: {error} (fix it, or tuneyard plugins "
+        "uninstall tuneyard-broken)")
+    helped = tuneyard_in(fresh_venv, "--help", cwd=tmp_path)
+    assert helped.returncode == 0 and helped.stdout.startswith("Usage: tuneyard")
+    assert f"plugin broken skipped: {error}" in " ".join(helped.stderr.split())
+    listed = tuneyard_in(fresh_venv, "plugins", "list", "--json", cwd=tmp_path)
+    [plugin] = json.loads(listed.stdout)
+    assert (plugin["name"], plugin["source"], plugin["status"], plugin["errors"]) == (
+        "broken", "package", "failed", [error])
+    removed = tuneyard_in(fresh_venv, "plugins", "uninstall", "broken", cwd=tmp_path)
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.endswith("uninstalled tuneyard-broken\n")
+
+
+def tuneyard_in(python: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(python), "-m", "tuneyard.core.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)

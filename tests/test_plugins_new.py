@@ -68,8 +68,8 @@ def test_invalid_name_is_refused(tmp_path, name):
     with pytest.raises(TuneyardError) as error:
         new_plugin(name, parent=tmp_path)
     assert str(error.value) == (
-        f"invalid plugin name '{name}': use lower-case letters, digits and dashes, starting "
-        "with a letter and ending with a letter or digit (e.g. 'token-f1')")
+        f"invalid plugin name '{name}': use two or more lower-case letters, digits and dashes, "
+        "starting with a letter and ending with a letter or digit (e.g. 'token-f1')")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -23,7 +23,6 @@ from tuneyard.core.registry import Registry
 from tuneyard.tui import actions
 from tuneyard.tui.screens import compose as compose_screen
 from tuneyard.tui.screens import registry as registry_screen
-from tuneyard.tui.screens.compose import ComposeScreen
 from tuneyard.tui.screens.registry import (ConfirmScreen, InstallScreen, OptionsScreen,
                                            PipScreen, RegistryScreen, options_schema)
 
