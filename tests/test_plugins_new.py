@@ -209,11 +209,18 @@ def test_cli_plugins_new_installs_and_its_test_passes(tmp_path, fresh_venv, kind
     assert made.returncode == 0, made.stdout + made.stderr
     pkg = tmp_path / "plugins" / f"tuneyard-{name}"
     assert str(pkg) in made.stdout
+    # the editable install through tuneyard: the command's own process sees the new plugin
+    installed = run([fresh_venv, "-m", "tuneyard.core.cli", "plugins", "install", "--editable",
+                     pkg])
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert f"plugin {name} 0.1.0 (tuneyard-{name}): {kind} {name} — ok" in installed.stdout
     install_and_test(fresh_venv, [pkg], [name])
     again = run([fresh_venv, "-m", "tuneyard.core.cli", "plugins", "new", name, "--kind", kind,
                  "--dir", tmp_path / "plugins"])
-    assert again.returncode == 2
-    assert f"folder '{pkg}' already exists" in again.stderr
+    assert again.returncode == 2  # installed now: its name is taken
+    assert again.stderr == (f"Error: plugins new: the name '{name}' is taken by plugin "
+                            f"'{name}'; choose another (a second one would be skipped when "
+                            "loaded)\n")
 
 
 def test_generated_components_make_a_run(tmp_path, fresh_venv, tiny_model_dir):

@@ -84,7 +84,7 @@ def test_install_list_run_and_uninstall_the_text2sql_plugin(fresh_venv, tmp_path
     removed = tuneyard(fresh_venv, "plugins", "uninstall", "text2sql")
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert "Successfully uninstalled tuneyard-text2sql-0.1.0" in removed.stdout
-    assert removed.stderr.strip() == "uninstalled text2sql"
+    assert removed.stdout.endswith("uninstalled tuneyard-text2sql\n")
     after = tuneyard(fresh_venv, "plugins", "list", "--json")
     assert json.loads(after.stdout) == []
     gone = tuneyard(fresh_venv, "--registry", str(registry), "run", str(tmp_path / "spec.yaml"),
