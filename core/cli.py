@@ -440,16 +440,17 @@ def plugins_list(as_json: bool, show_all: bool) -> None:
 @handle_errors
 def plugins_install(target: str, upgrade: bool, editable: bool) -> None:
     """Install a plugin package from PyPI (NAME) or a local folder or archive (PATH) with pip,
-    into tuneyard's own environment; then list what it adds. Exit status 1 when pip fails or
-    the new plugin does not load."""
+    into tuneyard's own environment; then list what it adds or changes. Exit status 2 when
+    pip fails, 1 when the new plugin does not load."""
     from tuneyard.core.errors import PluginFailed
     from tuneyard.core.plugins import get_plugins, pip_argv, reload_plugins, run_pip
 
     argv = pip_argv("install", target, upgrade=upgrade, editable=editable)
-    before = {n: (i.version, i.path) for n, i in get_plugins().infos.items()}
+    before = {n: (i.version, i.path, i.status) for n, i in get_plugins().infos.items()}
     run_pip(argv)
     after = reload_plugins()
-    changed = [i for n, i in after.infos.items() if before.get(n) != (i.version, i.path)]
+    changed = [i for n, i in after.infos.items() if before.get(n) != (i.version, i.path,
+                                                                       i.status)]
     if not changed:
         console.print(f"pip installed {escape(target)}; no tuneyard plugin was added or changed "
                       "(same plugins and versions as before)", soft_wrap=True)
@@ -457,7 +458,7 @@ def plugins_install(target: str, upgrade: bool, editable: bool) -> None:
     for i in changed:
         what = ", ".join(c.replace(":", " ", 1) for c in i.components) or "no components"
         console.print(f"plugin [bold]{escape(i.name)}[/] {i.version} ({i.package}): {what} — "
-                      + ("[green]ok[/]" if i.status == "ok" else f"[red]{i.status}[/]"),
+                      + ("[green]ok[/]" if i.status == "ok" else "[red]skipped[/]"),
                       soft_wrap=True)
     failed = [i for i in changed if i.errors]
     if failed:
@@ -507,6 +508,10 @@ def plugins_new(name: str, kind: str, parent: str) -> None:
                   markup=False)
 
 
+#: tuneyard's own commands; plugins add theirs through ``register_commands``
+CORE_COMMANDS = dict(cli.commands)
+
+
 def main() -> None:
     """Console-script entry point: adds plugin commands, then runs the CLI."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -516,7 +521,7 @@ def main() -> None:
     configure_logging("--debug" in options)
     if os.path.isdir(options.get("--plugins-dir", "")):
         use_plugins_dir(options["--plugins-dir"])
-    get_plugins().register_commands(cli)
+    cli.commands.update(get_plugins().commands)
     cli(prog_name="tuneyard")
 
 

@@ -98,10 +98,13 @@ def register_device_monitors(register: Callable[[type], None]) -> None:
 def register_commands(cli: Any) -> None:
     """Add CLI commands.
 
-    Runs in the CLI process, before the command line is parsed.
+    Runs in every process when the plugin manager loads (so a plugin that fails here is
+    skipped everywhere), against a copy of the ``tuneyard`` command group; the CLI then adds
+    the new commands before it parses the command line. Replacing a command that exists is a
+    failure: the plugin is skipped.
 
     Args:
-        cli: the ``click.Group`` of the ``tuneyard`` command; add commands with
+        cli: a ``click.Group`` holding tuneyard's commands; add commands with
             ``@cli.command()``. Import heavy modules inside the command, not at module level.
 
     Returns:

@@ -116,8 +116,8 @@ class Plugins:
 
     Args:
         trace: print every hook call (plugin, hook, duration in ms) to stderr; default: the
-            ``TUNEYARD_TRACE_PLUGINS`` environment variable is set to a non-empty value other
-            than ``0``.
+            ``TUNEYARD_TRACE_PLUGINS`` environment variable is set, to anything but ``0``,
+            ``false``, ``no`` or ``off``.
     """
 
     def __init__(self, trace: bool | None = None) -> None:
@@ -125,8 +125,10 @@ class Plugins:
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self.components: dict[str, dict[str, ComponentInfo]] = {k: {} for k in KINDS}
-        self.trace = os.environ.get(TRACE_ENV, "") not in ("", "0") if trace is None else trace
+        self.trace = (os.environ.get(TRACE_ENV, "").strip().lower() not in
+                      ("", "0", "false", "no", "off")) if trace is None else trace
         self._reported: set[tuple] = set()  # (plugin, hook, run id) failures already logged
+        self.commands: dict[str, Any] = {}  # name → click command added by a plugin
 
     # -- loading ---------------------------------------------------------------------------
     def load(self, plugins_dir: str | Path | None = None, only: list[str] | None = None) -> None:
@@ -146,6 +148,7 @@ class Plugins:
             if plugins_dir is not None:
                 self.load_directory(Path(plugins_dir), only)
             self.collect_components()
+            self.collect_commands(_core_commands())
         third_party = {_canonical(n) for i in self.infos.values() if i.source != "builtin"
                        for n in (i.name, i.package) if n}
         for name in sorted(set(only or ()) - third_party):
@@ -183,11 +186,20 @@ class Plugins:
         if str(folder.resolve()) not in sys.path:
             sys.path.append(str(folder.resolve()))
         for path in sorted(folder.glob("*.py")):
-            if path.name.startswith("_"):
+            if path.name.startswith("_") or path.is_dir():
                 continue
-            path = path.resolve()
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-            info = PluginInfo(path.stem, f"sha256:{digest}", "file", None, str(path))
+            path = path.absolute()  # a symlink keeps its own name
+            try:
+                digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+            except OSError as exc:  # a dangling symlink, no permission
+                digest, problem = None, f"cannot read {path}: {exc.strerror or exc}"
+            else:
+                problem = None
+            info = PluginInfo(path.stem, digest, "file", None, str(path))
+            if problem:
+                self.infos.setdefault(info.name, info)
+                self._fail(info, problem)
+                continue
             self._add(info, lambda path=path: _import_file(path), only)
 
     def register_plugin(self, module: Any, name: str, source: str = "package") -> None:
@@ -227,43 +239,58 @@ class Plugins:
         info.hooks = sorted(call.name for call in self.pm.get_hookcallers(module) or [])
 
     def collect_components(self) -> None:
-        """Run every registration hook, one implementation at a time, validating each class.
-        Then skip every plugin that failed (its components dropped, its hooks unregistered)."""
+        """Run every registration hook, one implementation at a time, checking each class as
+        it arrives; then, plugin by plugin in load order, add the components of each plugin
+        that did not fail (a name already taken fails the later plugin). A failed plugin is
+        skipped whole: its components dropped, its hooks unregistered."""
+        staged: dict[str, list[tuple[str, type]]] = {}
         for hook_name, kind in REGISTRATION_HOOKS.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                self._call(impl, hook_name, {"register": self._registrar(kind, impl.plugin_name)},
-                           registration=True)
+                self._call(impl, hook_name, {"register": self._registrar(
+                    kind, impl.plugin_name, staged)}, registration=True)
         for info in self.infos.values():
+            for kind, cls in [] if info.errors else staged.get(info.name, []):
+                if cls.name in self.components[kind]:
+                    other = self.components[kind][cls.name].plugin
+                    self._fail(info, f"{kind} name '{cls.name}' is already registered by "
+                                     f"plugin '{other}'")
+                    break
+                self.components[kind][cls.name] = ComponentInfo(cls, info.name)
+                info.components.append(f"{kind}:{cls.name}")
             if info.errors:
                 self._skip(info)
 
-    def register_commands(self, cli: Any) -> None:
-        """Run ``register_commands`` of every plugin; one that raises is reported and skipped."""
+    def collect_commands(self, core: dict[str, Any]) -> None:
+        """Run every ``register_commands`` against a copy of the command group holding the
+        ``core`` commands; keep what the plugins added in :attr:`commands` (the CLI adds them
+        to its group). A plugin that raises or replaces a command is skipped whole, in every
+        process, and the commands it added go."""
+        import click
+
+        group = click.Group("tuneyard", commands=dict(core))
         for impl in getattr(self.pm.hook, "register_commands").get_hookimpls():
-            before = dict(cli.commands)
-            self._call(impl, "register_commands", {"cli": cli}, registration=True)
+            before = dict(group.commands)
+            self._call(impl, "register_commands", {"cli": group}, registration=True)
             info = self.infos[impl.plugin_name]
-            taken = [name for name, cmd in before.items() if cli.commands.get(name) is not cmd]
+            taken = [name for name, cmd in before.items() if group.commands.get(name) is not cmd]
             if taken:
                 self._fail(info, f"register_commands: command '{taken[0]}' is already taken")
-            if info.errors:  # skipped whole: the commands it added go too
-                cli.commands.clear()
-                cli.commands.update(before)
+            if info.errors:
+                group.commands.clear()
+                group.commands.update(before)
+        self.commands = {n: c for n, c in group.commands.items() if n not in core}
         for info in self.infos.values():
             if info.errors:
                 self._skip(info)
 
-    def _registrar(self, kind: str, plugin: str) -> Callable[[type], None]:
+    def _registrar(self, kind: str, plugin: str,
+                   staged: dict[str, list[tuple[str, type]]]) -> Callable[[type], None]:
         def register(cls: type) -> None:
             problem = _check_component(cls, kind)
-            if problem is None and cls.name in self.components[kind]:
-                other = self.components[kind][cls.name].plugin
-                problem = f"{kind} name '{cls.name}' is already registered by plugin '{other}'"
             if problem:
                 self._fail(self.infos[plugin], problem)
-                return
-            self.components[kind][cls.name] = ComponentInfo(cls, plugin)
-            self.infos[plugin].components.append(f"{kind}:{cls.name}")
+            else:
+                staged.setdefault(plugin, []).append((kind, cls))
 
         return register
 
@@ -291,7 +318,12 @@ class Plugins:
         try:
             return self.components[kind][name]
         except KeyError:
-            raise PluginError(unknown_name(kind, name, list(self.components[kind]))) from None
+            message = unknown_name(kind, name, list(self.components[kind]))
+        off = [f"{i.name} ({'disabled by ' + LOAD_ENV if i.disabled else 'skipped'})"
+               for i in self.infos.values() if i.status != "ok"]
+        if off:
+            message += f"; not loaded: {', '.join(off)} (see tuneyard plugins list)"
+        raise PluginError(message)
 
     def fire(self, hook_name: str, **kwargs: Any) -> None:
         """Call every implementation of a lifecycle hook, isolating failures.
@@ -317,8 +349,9 @@ class Plugins:
                 self._fail(self.infos[impl.plugin_name], message)
             elif (key := (impl.plugin_name, hook_name, kwargs.get("run_id"))) not in self._reported:
                 self._reported.add(key)
-                log.warning("plugin %s: %s (the run goes on; repeats are logged at debug level)",
-                            impl.plugin_name, message)
+                log.warning("plugin %s: %s (isolated: the other plugins and the run are not "
+                            "affected; repeats are logged at debug level)", impl.plugin_name,
+                            message)
             else:
                 log.debug("plugin %s: %s", impl.plugin_name, message)
         finally:
@@ -344,6 +377,14 @@ class Plugins:
                      for impl in getattr(self.pm.hook, hook).get_hookimpls()}
         monitors = {c.plugin for c in self.components["device-monitor"].values()}
         return sorted(set(component_plugins) | lifecycle | monitors)
+
+
+def _core_commands() -> dict[str, Any]:
+    """tuneyard's own CLI commands, before any plugin's (imported here: the CLI imports this
+    module)."""
+    from tuneyard.core.cli import CORE_COMMANDS
+
+    return CORE_COMMANDS
 
 
 def _canonical(name: str) -> str:
@@ -495,12 +536,13 @@ def package_of(plugins: Plugins, name: str) -> str:
     wanted = _canonical(name)
     if wanted == "tuneyard":
         raise TuneyardError(f"plugins uninstall: {name} is tuneyard itself, not a plugin")
-    for info in plugins.infos.values():
+    exact = [i for i in plugins.infos.values() if i.name == name]
+    for info in exact or plugins.infos.values():
         if wanted not in (_canonical(info.name), _canonical(info.package or "")):
             continue
         if info.source == "builtin":
-            raise TuneyardError(f"plugins uninstall: {name} is a built-in plugin; disable "
-                                "third-party ones with TUNEYARD_LOAD_PLUGINS instead")
+            raise TuneyardError(f"plugins uninstall: {name} is a built-in plugin, part of "
+                                "tuneyard; it cannot be uninstalled")
         if info.source == "file":
             raise TuneyardError(f"plugins uninstall: {name} is a plugins-directory file; "
                                 f"delete {info.path} instead")

@@ -113,7 +113,9 @@ def load_rows(comp: Composition, progress: Progress) -> Any:
     try:
         rows = guarded(comp.source, comp.plugin_of, "load data", comp.source.load)
     except DataError as exc:
-        raise DataError(f"dataset source '{spec.dataset.source}': {exc}") from exc
+        plugin = comp.plugin_of.get(f"dataset-source:{spec.dataset.source}", "?")
+        raise DataError(f"dataset-source '{spec.dataset.source}' (plugin {plugin}): {exc}"
+                        ) from exc
     if not hasattr(rows, "column_names"):
         raise component_failed(comp.source, comp.plugin_of,
                                f"load() returned {type(rows).__name__}, not a "

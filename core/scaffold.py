@@ -83,6 +83,9 @@ def new_plugin(name: str, kind: str = "evaluator", parent: Path = Path(".")) -> 
             (the message names it) or cannot be created.
     """
     short = name.removeprefix("tuneyard-")
+    if short == "tuneyard":
+        raise TuneyardError("invalid plugin name 'tuneyard': that is tuneyard itself; choose "
+                            "another (e.g. 'token-f1')")
     if not NAME_PATTERN.match(short):
         raise TuneyardError(
             f"invalid plugin name '{name}': use two or more lower-case letters, digits and "

@@ -65,7 +65,8 @@ def test_missing_data_file_names_the_path(setup, tmp_path):
     reg, spec = setup
     missing = tmp_path / "nope.jsonl"
     check_fails(reg, ["run", str(spec), "--set", f"dataset.options.path={missing}"],
-                f"dataset source 'jsonl': path '{missing}': file not found", run_created=True)
+                f"dataset-source 'jsonl' (plugin dataset-files): path '{missing}': file not found",
+                run_created=True)
 
 
 def test_malformed_jsonl_names_file_and_line(setup, tmp_path):
@@ -73,8 +74,8 @@ def test_malformed_jsonl_names_file_and_line(setup, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a", oops}\n')
     check_fails(reg, ["run", str(spec), "--set", f"dataset.options.path={bad}"],
-                f"dataset source 'jsonl': {bad}:2:22: invalid JSON: Expecting property name "
-                "enclosed in double quotes", run_created=True)
+                f"dataset-source 'jsonl' (plugin dataset-files): {bad}:2:22: invalid JSON: "
+                "Expecting property name enclosed in double quotes", run_created=True)
 
 
 def test_missing_column_lists_the_columns_present(setup):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tuneyard.core.cli import cli
+from tuneyard.core.cli import CORE_COMMANDS, cli
 from tuneyard.core.hookspecs import hookimpl
 from tuneyard.core.plugins import PLUGINS_DIR_ENV, PluginInfo, Plugins, get_plugins
 from tuneyard.core.registry import Registry
@@ -353,7 +353,9 @@ class Hello:
 def test_hook_register_commands(tmp_path):
     plugins = Plugins()
     plugins.register_plugin(Hello(), "hello-plugin")
-    plugins.register_commands(cli)
+    plugins.collect_commands(CORE_COMMANDS)
+    assert list(plugins.commands) == ["hello"]
+    cli.commands.update(plugins.commands)  # what the CLI's main() does
     try:
         assert plugins.infos["hello-plugin"].hooks == ["register_commands"]
         registry = tmp_path / "registry.db"

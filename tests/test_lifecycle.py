@@ -77,7 +77,8 @@ def test_lifecycle_hooks_fire_in_order(tmp_path, qa_jsonl, make_spec, plugins, c
     failures = [(r.levelname, r.getMessage()) for r in caplog.records
                 if "exporter is down" in r.getMessage()]
     assert failures == [("WARNING", "plugin broken-exporter: on_step_end raised RuntimeError: "
-                         "exporter is down (the run goes on; repeats are logged at debug level)"),
+                         "exporter is down (isolated: the other plugins and the run are not "
+                         "affected; repeats are logged at debug level)"),
                         *[("DEBUG", "plugin broken-exporter: on_step_end raised RuntimeError: "
                            "exporter is down")] * 2]
     assert run["status"] == "completed"

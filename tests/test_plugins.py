@@ -341,6 +341,10 @@ def test_hookspec_is_documented(spec):
     assert spec.__annotations__.get("return") is not None
 
 
+ISOLATED = ("(isolated: the other plugins and the run are not affected; repeats are logged at "
+            "debug level)")
+
+
 # -- plugins directory, TUNEYARD_LOAD_PLUGINS, tracing ---------------------------------------
 EVALUATOR_FILE = '''
 from tuneyard.core.components import EvalResult, Evaluator
@@ -467,10 +471,9 @@ def test_trace_prints_every_hook_call_with_plugin_and_duration(tmp_path, capsys)
     assert ("a", "register_evaluators") in calls
     assert ("evaluator-perplexity", "register_evaluators") in calls
     assert calls[-1] == ("a", "on_run_end")
-    # one import per plugin, one call per hook implemented (the tui plugin's register_commands
-    # is called by the CLI only)
-    assert len(calls) == len(pm.infos) + sum(len(i.hooks) for i in pm.infos.values()
-                                             if i.name != "tui")
+    # one import per plugin, one call per hook implemented
+    assert len(calls) == len(pm.infos) + sum(len(i.hooks) for i in pm.infos.values())
+    assert ("tui", "register_commands") in calls
 
 
 def test_sys_exit_and_typos_in_a_plugin_do_not_stop_the_host(tmp_path, capsys):
@@ -528,10 +531,8 @@ def test_base_exceptions_in_lifecycle_hooks_are_isolated_but_ctrl_c_is_not(caplo
         pm.fire("on_run_end", run_id="r", status="completed", error=None)
     assert calls == ["completed"]
     assert caplog.messages == [
-        "plugin odd: on_run_end raised BaseException: bx (the run goes on; repeats are logged "
-        "at debug level)",
-        "plugin exits: on_run_end raised SystemExit: 0 (the run goes on; repeats are logged at "
-        "debug level)"]
+        f"plugin odd: on_run_end raised BaseException: bx {ISOLATED}",
+        f"plugin exits: on_run_end raised SystemExit: 0 {ISOLATED}"]
     with pytest.raises(KeyboardInterrupt):  # the user's Ctrl-C still stops tuneyard
         pm.fire("on_step_end", run_id="r", step=1, metrics={})
 
@@ -575,9 +576,10 @@ def test_a_command_name_clash_skips_the_plugin_and_restores_the_command():
                 pass
 
     pm = loaded(("hijacks", Hijacks()), ("half", HalfThenRaises()), ("fine", Fine()))
-    pm.register_commands(group)
-    assert sorted(group.commands) == ["fine", "run"]
-    assert group.commands["run"].help == "The real run."
+    pm.collect_commands(dict(group.commands))
+    assert list(pm.commands) == ["fine"]
+    assert list(group.commands) == ["run"]  # a copy is handed to the plugins
+    assert pm.pm.get_plugin("hijacks") is None and pm.pm.get_plugin("half") is None
     assert pm.infos["hijacks"].errors == ["register_commands: command 'run' is already taken"]
     assert pm.infos["half"].errors == ["register_commands raised RuntimeError: commands boom"]
     assert pm.infos["fine"].status == "ok"
@@ -613,3 +615,74 @@ def test_plugin_files_can_import_underscore_helpers(tmp_path):
     assert pm.infos["uses"].errors == []
     assert pm.get("evaluator", "from-helper").plugin == "uses"
     assert "_shared" not in pm.infos
+
+
+def test_unreadable_files_in_the_plugins_directory_are_isolated(tmp_path):
+    write(tmp_path, "good.py", EVALUATOR_FILE.format(name="good"))
+    (tmp_path / "dangling.py").symlink_to(tmp_path / "gone.py")
+    (tmp_path / "folder.py").mkdir()
+    shared = write(tmp_path / "shared", "impl_v2.py", EVALUATOR_FILE.format(name="linked"))
+    (tmp_path / "notifier.py").symlink_to(shared)
+    pm = Plugins()
+    pm.load(tmp_path, [])  # even with every third-party plugin disabled
+    assert pm.infos["dangling"].errors == [
+        f"cannot read {tmp_path / 'dangling.py'}: No such file or directory"]
+    assert "folder" not in pm.infos
+    assert pm.infos["good"].disabled and pm.infos["notifier"].disabled  # named after the link
+    assert pm.infos["model-hf"].status == "ok"
+
+
+def test_a_skipped_plugin_does_not_block_a_later_plugin_with_the_same_component():
+    class Flaky:
+        @hookimpl
+        def register_evaluators(self, register):
+            register(Judge)
+            raise RuntimeError("half way")
+
+    class Twice:
+        @hookimpl
+        def register_dataset_sources(self, register):
+            register(Rows)
+            register(Rows)
+
+    pm = loaded(("a-flaky", Flaky()), ("b-good", Registers(evaluators=[Judge])),
+                ("c-twice", Twice()))
+    assert pm.get("evaluator", "judge").plugin == "b-good"
+    assert pm.infos["b-good"].errors == []
+    assert pm.infos["c-twice"].errors == [
+        "dataset-source name 'rows' is already registered by plugin 'c-twice'"]
+    assert pm.components["dataset-source"] == {}
+
+
+def test_unknown_component_mentions_plugins_not_loaded(tmp_path):
+    write(tmp_path, "off.py", EVALUATOR_FILE.format(name="off"))
+    write(tmp_path, "boom.py", "raise RuntimeError('x')")
+    pm = Plugins()
+    pm.load(tmp_path, ["boom"])
+    with pytest.raises(PluginError) as exc:
+        pm.get("evaluator", "off")
+    assert str(exc.value).endswith(
+        "; not loaded: boom (skipped), off (disabled by TUNEYARD_LOAD_PLUGINS) (see tuneyard "
+        "plugins list)")
+
+
+@pytest.mark.parametrize("value, on", [("", False), ("0", False), ("false", False),
+                                       ("Off", False), ("no", False), ("1", True),
+                                       ("yes", True)])
+def test_trace_switch(monkeypatch, value, on):
+    monkeypatch.setenv("TUNEYARD_TRACE_PLUGINS", value)
+    assert Plugins().trace is on
+
+
+def test_uninstall_resolves_the_exact_plugin_name_first():
+    file_info = plugins_mod.PluginInfo("length_ratio", "sha256:0", "file", None, "/p/l.py")
+    pkg_info = plugins_mod.PluginInfo("length-ratio", "0.1.0", "package",
+                                      "tuneyard-length-ratio", "tuneyard_length_ratio")
+    pm = Plugins()
+    pm.infos = {"length_ratio": file_info, "length-ratio": pkg_info}
+    with pytest.raises(TuneyardError) as exc:
+        plugins_mod.package_of(pm, "length_ratio")
+    assert str(exc.value) == ("plugins uninstall: length_ratio is a plugins-directory file; "
+                              "delete /p/l.py instead")
+    assert plugins_mod.package_of(pm, "length-ratio") == "tuneyard-length-ratio"
+    assert plugins_mod.package_of(pm, "Tuneyard_Length.Ratio") == "tuneyard-length-ratio"

@@ -205,8 +205,8 @@ def test_pip_argv_is_a_list_in_this_interpreter(tmp_path):
      "(installed: none)"),
     (["uninstall", "requests"], "plugins uninstall: no installed plugin or plugin package "
                                 "named 'requests' (installed: none)"),
-    (["uninstall", "model-hf"], "plugins uninstall: model-hf is a built-in plugin; disable "
-                                "third-party ones with TUNEYARD_LOAD_PLUGINS instead"),
+    (["uninstall", "model-hf"], "plugins uninstall: model-hf is a built-in plugin, part of "
+                                "tuneyard; it cannot be uninstalled"),
 ])
 def test_install_and_uninstall_refuse_bad_arguments(args, message):
     result = CliRunner().invoke(cli, ["plugins", *args])

@@ -73,6 +73,13 @@ def test_invalid_name_is_refused(tmp_path, name):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_tuneyard_itself_is_not_a_plugin_name(tmp_path):
+    with pytest.raises(TuneyardError) as error:
+        new_plugin("tuneyard", parent=tmp_path)
+    assert str(error.value) == ("invalid plugin name 'tuneyard': that is tuneyard itself; "
+                                "choose another (e.g. 'token-f1')")
+
+
 def test_invalid_kind_lists_the_valid_ones(tmp_path):
     with pytest.raises(TuneyardError) as error:
         new_plugin("bleu", kind="evalutor", parent=tmp_path)

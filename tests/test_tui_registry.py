@@ -303,8 +303,8 @@ async def test_uninstall_of_a_builtin_shows_the_cli_refusal(seeded_registry, tui
         await wait_for(pilot, lambda: app.screen.code is not None, timeout_s=60)
         assert app.screen.code == 2
         assert log_lines(app)[-1] == (
-            f"Error: plugins uninstall: {first.name} is a built-in plugin; disable third-party "
-            "ones with TUNEYARD_LOAD_PLUGINS instead")
+            f"Error: plugins uninstall: {first.name} is a built-in plugin, part of tuneyard; it "
+            "cannot be uninstalled")
         assert status_line(app) == (
             "failed (exit status 2): the output above says why · esc: close")
         assert app.screen.query_one("#pip-status").content.style == "red"
