@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tuneyard.core.errors import TuneyardError
+from tuneyard.core.scaffold import SCAFFOLD_KINDS
 
 console = Console()
 err_console = Console(stderr=True)
@@ -484,9 +485,8 @@ def plugins_uninstall(name: str) -> None:
 
 @plugins.command("new")
 @click.argument("name")
-@click.option("--kind", type=click.Choice(["evaluator", "dataset-source", "model-provider",
-                                           "strategy"]),
-              default="evaluator", show_default=True, help="The component it provides.")
+@click.option("--kind", type=click.Choice(SCAFFOLD_KINDS), default=SCAFFOLD_KINDS[0],
+              show_default=True, help="The component it provides.")
 @click.option("--dir", "parent", type=click.Path(file_okay=False), default=".",
               show_default=True, help="Where to create the package folder.")
 @handle_errors

@@ -57,6 +57,13 @@ TRACE_ENV = "TUNEYARD_TRACE_PLUGINS"
 #: A component's name: lower-case words of letters and digits joined by dashes.
 COMPONENT_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
+#: every hook spec's name, from the one list of hooks (:mod:`tuneyard.core.hookspecs`)
+HOOKS = sorted(name for name in dir(hookspecs)
+               if hasattr(getattr(hookspecs, name), f"{GROUP}_spec"))
+
+#: the hooks called during a run (``on_*``), in the run process
+LIFECYCLE_HOOKS = [name for name in HOOKS if name.startswith("on_")]
+
 #: registration hook → component kind it registers
 REGISTRATION_HOOKS = {
     "register_dataset_sources": "dataset-source",
@@ -197,7 +204,6 @@ class Plugins:
                 problem = None
             info = PluginInfo(path.stem, digest, "file", None, str(path))
             if problem:
-                self.infos.setdefault(info.name, info)
                 self._fail(info, problem)
                 continue
             self._add(info, lambda path=path: _import_file(path), only)
@@ -257,8 +263,7 @@ class Plugins:
                     break
                 self.components[kind][cls.name] = ComponentInfo(cls, info.name)
                 info.components.append(f"{kind}:{cls.name}")
-            if info.errors:
-                self._skip(info)
+        self._skip_failed()
 
     def collect_commands(self, core: dict[str, Any]) -> None:
         """Run every ``register_commands`` against a copy of the command group holding the
@@ -279,9 +284,7 @@ class Plugins:
                 group.commands.clear()
                 group.commands.update(before)
         self.commands = {n: c for n, c in group.commands.items() if n not in core}
-        for info in self.infos.values():
-            if info.errors:
-                self._skip(info)
+        self._skip_failed()
 
     def _registrar(self, kind: str, plugin: str,
                    staged: dict[str, list[tuple[str, type]]]) -> Callable[[type], None]:
@@ -299,14 +302,18 @@ class Plugins:
         info.errors.append(message)
         log.warning("plugin %s skipped: %s", info.name, message)
 
-    def _skip(self, info: PluginInfo) -> None:
-        """Drop a failed plugin's components and hooks (keeping its :class:`PluginInfo`)."""
-        info.components = []
-        for items in self.components.values():
-            for name in [n for n, c in items.items() if c.plugin == info.name]:
-                del items[name]
-        if self.pm.get_plugin(info.name) is not None:
-            self.pm.unregister(name=info.name)
+    def _skip_failed(self) -> None:
+        """Drop the components and hooks of every plugin that failed (keeping its
+        :class:`PluginInfo`, with its errors)."""
+        for info in self.infos.values():
+            if not info.errors:
+                continue
+            info.components = []
+            for items in self.components.values():
+                for name in [n for n, c in items.items() if c.plugin == info.name]:
+                    del items[name]
+            if self.pm.get_plugin(info.name) is not None:
+                self.pm.unregister(name=info.name)
 
     # -- use -------------------------------------------------------------------------------
     def get(self, kind: str, name: str) -> ComponentInfo:
@@ -371,9 +378,7 @@ class Plugins:
     def used_by_run(self, component_plugins: list[str]) -> list[str]:
         """Names of the plugins a run uses: those of its components (``component_plugins``),
         plus every plugin whose lifecycle hooks or device monitors run in the run process."""
-        lifecycle = {impl.plugin_name for hook in ("on_run_start", "on_step_end",
-                                                   "on_evaluation", "on_checkpoint_saved",
-                                                   "on_run_end")
+        lifecycle = {impl.plugin_name for hook in LIFECYCLE_HOOKS
                      for impl in getattr(self.pm.hook, hook).get_hookimpls()}
         monitors = {c.plugin for c in self.components["device-monitor"].values()}
         return sorted(set(component_plugins) | lifecycle | monitors)
@@ -396,10 +401,9 @@ def _canonical(name: str) -> str:
 def _unknown_hooks(module: Any) -> str | None:
     """Why ``module`` cannot load: it marks a function ``@hookimpl`` that is not a tuneyard hook
     (a typo would otherwise never be called); ``None`` when every hook it implements exists."""
-    specs = [name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), f"{GROUP}_spec")]
     for name in dir(module):
-        if hasattr(getattr(module, name, None), f"{GROUP}_impl") and name not in specs:
-            return unknown_name("hook", name, specs)
+        if hasattr(getattr(module, name, None), f"{GROUP}_impl") and name not in HOOKS:
+            return unknown_name("hook", name, HOOKS)
     return None
 
 

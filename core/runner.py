@@ -96,10 +96,14 @@ def guarded(comp: Any, plugin_of: dict[str, str], action: str, fn: Any, *args: A
                                                 f"{type(exc).__name__}: {exc}") from exc
 
 
+def component_label(comp: Any, plugin_of: dict[str, str]) -> str:
+    """How errors name a component: ``<kind> '<name>' (plugin <plugin>)``."""
+    return f"{comp.kind} '{comp.name}' (plugin {plugin_of.get(f'{comp.kind}:{comp.name}', '?')})"
+
+
 def component_failed(comp: Any, plugin_of: dict[str, str], what: str) -> PluginFailed:
     """The error of a component that failed or broke its contract, naming its plugin."""
-    plugin = plugin_of.get(f"{comp.kind}:{comp.name}", "?")
-    return PluginFailed(f"{comp.kind} '{comp.name}' (plugin {plugin}) {what}")
+    return PluginFailed(f"{component_label(comp, plugin_of)} {what}")
 
 
 def load_rows(comp: Composition, progress: Progress) -> Any:
@@ -113,9 +117,7 @@ def load_rows(comp: Composition, progress: Progress) -> Any:
     try:
         rows = guarded(comp.source, comp.plugin_of, "load data", comp.source.load)
     except DataError as exc:
-        plugin = comp.plugin_of.get(f"dataset-source:{spec.dataset.source}", "?")
-        raise DataError(f"dataset-source '{spec.dataset.source}' (plugin {plugin}): {exc}"
-                        ) from exc
+        raise DataError(f"{component_label(comp.source, comp.plugin_of)}: {exc}") from exc
     if not hasattr(rows, "column_names"):
         raise component_failed(comp.source, comp.plugin_of,
                                f"load() returned {type(rows).__name__}, not a "
@@ -278,14 +280,14 @@ def execute(registry: Registry, run_id: str, progress: Progress | None = None,
                         ended_at=None, error=None,
                         stop_requested_at=None, **start)
     registry.sync_plugins(plugins)
-    interval_s = RunSpec.model_validate(run["spec"]).training.telemetry_interval_s
-    telemetry = Telemetry(registry.path, run_id, plugins, interval_s)
+    spec = RunSpec.model_validate(run["spec"])
+    telemetry = Telemetry(registry.path, run_id, plugins, spec.training.telemetry_interval_s)
     telemetry.start()
     stop = StopRequest(registry, run_id)
     status, error = "failed", None
     try:
         with stop.on_sigterm():
-            status = _train(registry, plugins, run, progress, stop, checkpoint)
+            status = _train(registry, plugins, run, spec, progress, stop, checkpoint)
     except KeyboardInterrupt:
         status, error = "stopped", "interrupted by the user (Ctrl-C)"
         raise
@@ -399,13 +401,13 @@ class Telemetry:
             self.done.wait(self.interval_s)
 
 
-def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], progress: Progress,
-           stop: StopRequest, checkpoint: Path | None) -> str:
-    """Train (from ``checkpoint`` when resuming) and evaluate; ``completed`` or ``stopped``."""
+def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], spec: RunSpec,
+           progress: Progress, stop: StopRequest, checkpoint: Path | None) -> str:
+    """Train ``run`` (its validated ``spec``; from ``checkpoint`` when resuming) and evaluate;
+    ``completed`` or ``stopped``."""
     from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
     run_id, out = run["id"], Path(run["output_dir"])
-    spec = RunSpec.model_validate(run["spec"])
     comp = compose(spec, plugins)
     used = plugins.used_by_run(list(comp.plugin_of.values()))
     registry.update_run(run_id, plugin_versions=plugins.versions(used))

@@ -237,36 +237,39 @@ def test_pip_argv_without_pip(monkeypatch):
 
 
 # -- a run and its plugins -----------------------------------------------------------------
-def test_a_failing_evaluator_fails_the_run_naming_its_plugin(tmp_path, qa_jsonl, make_spec):
-    folder = plugins_dir(tmp_path, fragile=FRAGILE)
-    reg = tmp_path / "registry.db"
-    spec = make_spec(qa_jsonl, **{"training.max_steps": 2, "evaluators": [{"name": "fragile"}]})
+def run_with(folder: Path, spec: Path) -> tuple[object, Registry]:
+    """``tuneyard --plugins-dir FOLDER run SPEC`` in this process, into a registry next to the
+    spec; returns click's result and the registry."""
+    reg = spec.parent / "registry.db"
     result = CliRunner().invoke(cli, ["--registry", str(reg), "--plugins-dir", str(folder),
                                       "run", str(spec)])
+    return result, Registry(reg)
+
+
+def test_a_failing_evaluator_fails_the_run_naming_its_plugin(tmp_path, qa_jsonl, make_spec):
+    folder = plugins_dir(tmp_path, fragile=FRAGILE)
+    result, registry = run_with(folder, make_spec(qa_jsonl, **{"training.max_steps": 2, "evaluators": [{"name": "fragile"}]}))
     assert result.exit_code == 1  # a bug in the plugin: a failed run, not a user error
     message = ("evaluator 'fragile' (plugin fragile) failed to evaluate: ZeroDivisionError: "
                "division by zero")
     assert f"Error: {message}" in " ".join(result.output.split())
-    [run] = Registry(reg).list_runs()
+    [run] = registry.list_runs()
     assert (run["status"], run["error"]) == ("failed", message)
 
 
 def test_a_run_records_the_versions_of_the_plugins_it_used(tmp_path, qa_jsonl, make_spec):
     folder = plugins_dir(tmp_path, fragile=FRAGILE)
-    reg = tmp_path / "registry.db"
-    spec = make_spec(qa_jsonl, **{"training.max_steps": 2, "evaluators": [{"name": "count"}]})
-    result = CliRunner().invoke(cli, ["--registry", str(reg), "--plugins-dir", str(folder),
-                                      "run", str(spec)])
+    result, registry = run_with(folder, make_spec(qa_jsonl, **{"training.max_steps": 2, "evaluators": [{"name": "count"}]}))
     assert result.exit_code == 0, result.output
-    [run] = Registry(reg).list_runs()
-    versions = Registry(reg).get_run(run["id"])["plugin_versions"]
+    [run] = registry.list_runs()
+    versions = registry.get_run(run["id"])["plugin_versions"]
     builtin = get_plugins().infos["model-hf"].version
     assert versions == {
         "dataset-files": builtin, "model-hf": builtin, "strategy-lora": builtin,
         "fragile": get_plugins().infos["fragile"].version,
         "monitor-cpu": builtin, "monitor-nvidia": builtin}
     assert versions["fragile"].startswith("sha256:")
-    evals = Registry(reg).evaluations(run["id"])
+    evals = registry.evaluations(run["id"])
     assert {(e["checkpoint"], e["metric"], e["value"]) for e in evals} == {
         ("base", "examples", 8.0), ("final", "examples", 8.0)}
 
@@ -304,16 +307,13 @@ def register_device_monitors(register):
 def test_device_monitors_that_cannot_be_built_are_skipped(tmp_path, qa_jsonl, make_spec):
     folder = plugins_dir(tmp_path, remote=MONITORS.format(cls="Remote"),
                          offline=MONITORS.format(cls="Offline"))
-    reg = tmp_path / "registry.db"
-    spec = make_spec(qa_jsonl, **{"training.max_steps": 2})
-    result = CliRunner().invoke(cli, ["--registry", str(reg), "--plugins-dir", str(folder),
-                                      "run", str(spec)])
+    result, registry = run_with(folder, make_spec(qa_jsonl, **{"training.max_steps": 2}))
     assert result.exit_code == 0, result.output
     [error] = get_plugins().infos["remote"].errors  # caught when it registers
     assert error.startswith("device-monitor 'remote': every option needs a default (monitors "
                             "are built without options): 1 validation error for Needs endpoint "
                             "Field required")
-    [run] = Registry(reg).list_runs()
+    [run] = registry.list_runs()
     assert run["status"] == "completed"
     log = (Path(run["output_dir"]) / "run.log").read_text()
     assert "WARNING device monitor offline (plugin offline) could not start, skipped: " \
