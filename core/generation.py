@@ -12,9 +12,14 @@ tokens would sit between a short prompt and its continuation (see the transforme
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tuneyard.core.errors import DataError
+
+if TYPE_CHECKING:
+    from tuneyard.core.components import EvalContext, Example
 
 
 class GenerationOptions(BaseModel):
@@ -34,6 +39,30 @@ class GenerationOptions(BaseModel):
         default=None, ge=1,
         description="Prompts per generate call (default: the run's evaluation batch size).",
     )
+
+    def examples(self, ctx: EvalContext, evaluator: str) -> list[Example]:
+        """The first ``limit`` held-out examples of ``ctx``, each with a prompt to complete.
+
+        Raises:
+            DataError: there is none (``dataset.eval_split`` is 0), or one has an empty prompt
+                (``dataset.format: text``); the message starts with ``evaluator``.
+        """
+        examples = ctx.examples[: self.limit]
+        if not examples:
+            raise DataError(f"{evaluator}: no held-out examples; set dataset.eval_split above 0")
+        for i, example in enumerate(examples):
+            if not example.prompt:
+                raise DataError(f"{evaluator}: held-out example {i} has an empty prompt; "
+                                "generation evaluators need dataset.format 'instruction' or "
+                                "'chat'")
+        return examples
+
+    def complete(self, ctx: EvalContext, examples: list[Example]) -> list[str]:
+        """The model's greedy completion of each example's prompt (:func:`generate` with
+        these options; ``batch_size`` defaults to ``ctx.batch_size``)."""
+        return generate(ctx.model, ctx.tokenizer, [e.prompt for e in examples],
+                        max_new_tokens=self.max_new_tokens, device=ctx.device,
+                        batch_size=self.batch_size or ctx.batch_size)
 
 
 def generate(

@@ -12,7 +12,6 @@ import string
 from collections.abc import Callable
 
 from tuneyard.core.components import EvalContext, EvalResult, Evaluator
-from tuneyard.core.errors import DataError
 from tuneyard.core.generation import GenerationOptions
 from tuneyard.core.hookspecs import hookimpl
 
@@ -45,23 +44,9 @@ class GenerationEvaluator(Evaluator):
             DataError: there is no example to evaluate, or an example has an empty prompt
                 (the ``text`` format); use ``dataset.format: instruction`` or ``chat``.
         """
-        from tuneyard.core.generation import generate
-
-        examples = ctx.examples[: self.options.limit]
-        if not examples:
-            raise DataError(f"{self.name}: no held-out examples; set dataset.eval_split above 0")
-        for i, example in enumerate(examples):
-            if not example.prompt:
-                raise DataError(
-                    f"{self.name}: held-out example {i} has an empty prompt; generation "
-                    "evaluators need dataset.format 'instruction' or 'chat'"
-                )
+        examples = self.options.examples(ctx, self.name)
         score = self.scorer()
-        predictions = generate(
-            ctx.model, ctx.tokenizer, [e.prompt for e in examples],
-            max_new_tokens=self.options.max_new_tokens,
-            batch_size=self.options.batch_size or ctx.batch_size, device=ctx.device,
-        )
+        predictions = self.options.complete(ctx, examples)
         details = [
             {"prompt": e.prompt, "reference": e.completion, "prediction": p,
              **score(p, e.completion)}

@@ -43,7 +43,8 @@ SCHEMA = (
     "project_id INTEGER NOT NULL REFERENCES projects(id), role TEXT NOT NULL, "
     "hours INTEGER NOT NULL, PRIMARY KEY (employee_id, project_id))",
 )
-TABLES = ("departments", "employees", "projects", "assignments")
+TABLES = tuple(statement.split()[2] for statement in SCHEMA)
+"""The table names, in :data:`SCHEMA` order."""
 
 DEPARTMENTS = ("Engineering", "Sales", "Marketing", "Finance", "Human Resources", "Research",
                "Support", "Operations")
@@ -233,24 +234,18 @@ def open_database(option: str | None, *, who: str, build: bool) -> tuple[Path, s
         DataError: the file is missing (and ``build`` is false), cannot be built or opened, or
             lacks a table of :data:`TABLES`; the message names the option and the path.
     """
+    path = default_path() if option is None else Path(option).expanduser().absolute()
+    if not build and option is not None and not path.is_file():
+        raise DataError(
+            f"{who}: database {path} not found (option 'database'); give the file the text2sql "
+            "dataset source used, or leave 'database' unset for the default one"
+        )
     try:
-        if option is None:
-            path = ensure_database()
-        else:
-            path = Path(option).expanduser().absolute()
-            if not path.is_file():
-                if not build:
-                    raise DataError(
-                        f"{who}: database {path} not found (option 'database'); give the "
-                        "file the text2sql dataset source used, or leave 'database' unset for "
-                        "the default one"
-                    )
-                ensure_database(path)
+        ensure_database(path)
         conn = connect_readonly(path)
         present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except (OSError, sqlite3.Error) as exc:
-        where = option or default_path()
-        raise DataError(f"{who}: cannot build or open database {where} (option 'database'): "
+        raise DataError(f"{who}: cannot build or open database {path} (option 'database'): "
                         f"{exc}") from None
     missing = [t for t in TABLES if t not in present]
     if missing:

@@ -77,15 +77,7 @@ class SqlExecution(Evaluator):
                 database (option ``database``), or a gold query that fails on it (the
                 database is not the one the dataset was made from).
         """
-        from tuneyard.core.generation import generate
-
-        examples = ctx.examples[: self.options.limit]
-        if not examples:
-            raise DataError(f"{self.name}: no held-out examples; set dataset.eval_split above 0")
-        for i, example in enumerate(examples):
-            if not example.prompt:
-                raise DataError(f"{self.name}: held-out example {i} has an empty prompt; use "
-                                "dataset.format 'instruction' with the text2sql source")
+        examples = self.options.examples(ctx, self.name)
         path, conn = open_database(self.options.database, who=self.name, build=False)
         try:
             runner = Runner(conn, timeout_s=self.options.timeout_s,
@@ -99,11 +91,7 @@ class SqlExecution(Evaluator):
                         f"{self.name}: the gold query of held-out example {i} fails on {path}: "
                         f"{exc}; give option 'database' the file the dataset was made from"
                     ) from None
-            predictions = generate(
-                ctx.model, ctx.tokenizer, [e.prompt for e in examples],
-                max_new_tokens=self.options.max_new_tokens,
-                batch_size=self.options.batch_size or ctx.batch_size, device=ctx.device,
-            )
+            predictions = self.options.complete(ctx, examples)
             details = []
             for example, gold_rows, prediction in zip(examples, gold_results, predictions):
                 verdict = judge(runner, example.completion, gold_rows, prediction)

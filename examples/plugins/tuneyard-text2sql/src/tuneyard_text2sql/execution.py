@@ -54,22 +54,24 @@ def extract_sql(text: str) -> str:
     start = START.search(text)
     if start and not text.lstrip().upper().startswith(("SELECT", "WITH")):
         text = text[start.start():]
-    return _split_top(text)[0].strip()
+    cut = _blank_quoted(text).find(";")
+    return (text if cut < 0 else text[:cut]).strip()
 
 
-def _split_top(sql: str) -> list[str]:
-    """``sql`` cut at each ``;`` outside single- or double-quoted strings."""
-    parts, quote, start = [], None, 0
-    for i, ch in enumerate(sql):
+def _blank_quoted(sql: str) -> str:
+    """``sql`` with the inside of each single- or double-quoted string, and its closing quote,
+    blanked to spaces: the same length, so a position in it is a position in ``sql``."""
+    out, quote = [], None
+    for ch in sql:
         if quote:
-            quote = None if ch == quote else quote  # a doubled quote re-opens at once
-        elif ch in "'\"":
+            if ch == quote:
+                quote = None  # a doubled quote re-opens at once
+            out.append(" ")
+            continue
+        if ch in "'\"":
             quote = ch
-        elif ch == ";":
-            parts.append(sql[start:i])
-            start = i + 1
-    parts.append(sql[start:])
-    return parts
+        out.append(ch)
+    return "".join(out)
 
 
 def has_top_level_order_by(sql: str) -> bool:
@@ -81,15 +83,9 @@ def has_top_level_order_by(sql: str) -> bool:
     >>> has_top_level_order_by("SELECT a FROM t WHERE b = 'order by' ORDER BY a DESC")
     True
     """
-    depth, quote, top = 0, None, []
-    for ch in sql:
-        if quote:
-            quote = None if ch == quote else quote
-            top.append(" ")
-            continue
-        if ch in "'\"":
-            quote = ch
-        elif ch == "(":
+    depth, top = 0, []
+    for ch in _blank_quoted(sql):
+        if ch == "(":
             depth += 1
         elif ch == ")":
             depth -= 1
@@ -112,8 +108,8 @@ class Runner:
     """
 
     conn: sqlite3.Connection
-    timeout_s: float = 5.0
-    max_rows: int = 10_000
+    timeout_s: float
+    max_rows: int
 
     def __post_init__(self) -> None:
         self._deadline = float("inf")
