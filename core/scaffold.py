@@ -94,14 +94,11 @@ def new_plugin(name: str, kind: str = "evaluator", parent: Path = Path(".")) -> 
     if kind not in SCAFFOLD_KINDS:
         raise TuneyardError(unknown_name("plugin kind", kind, list(SCAFFOLD_KINDS)))
     target = Path(parent) / f"tuneyard-{short}"
-    exists = f"folder '{target}' already exists; nothing was written (choose another name or " \
-             "parent folder)"
-    if target.exists():
-        raise TuneyardError(exists)
     try:
         target.mkdir(parents=True)
     except FileExistsError:
-        raise TuneyardError(exists) from None
+        raise TuneyardError(f"folder '{target}' already exists; nothing was written (choose "
+                            "another name or parent folder)") from None
     except OSError as exc:
         raise TuneyardError(f"cannot create folder '{target}': {exc.strerror}") from None
     for relative, text in render(short, kind).items():
@@ -126,6 +123,7 @@ def render(name: str, kind: str) -> dict[str, str]:
     }
     values["usage"] = fill(template.usage, values)
     values["registers_test"] = fill(REGISTERS_TEST, values)
+    values["register_hook"] = fill(REGISTER_HOOK, values)
     values["tiny_tokenizer"] = TINY_TOKENIZER
     return {
         "pyproject.toml": fill(PYPROJECT, values),
@@ -231,6 +229,14 @@ def tiny_tokenizer(words, pad=True):
     )
 '''
 
+#: The end of every generated module.
+REGISTER_HOOK = '''\
+# tuneyard calls this hook when it loads the plugin; `register` checks the class.
+@hookimpl
+def {{hook}}(register):
+    register({{cls}})
+'''
+
 REGISTERS_TEST = '''\
 def make(**options):
     """The component with ``options`` validated as tuneyard validates a run spec's."""
@@ -248,8 +254,8 @@ def test_registers_through_tuneyard():
 # -- evaluator ------------------------------------------------------------------------------
 EVALUATOR_MODULE = r'''"""tuneyard plugin {{dist}}: the evaluator ``{{name}}``.
 
-It greedily generates an answer to each held-out prompt with
-:func:`tuneyard.core.generation.generate` and scores it against the reference answer with
+It greedily generates an answer to each held-out prompt (through its options,
+:class:`tuneyard.core.generation.GenerationOptions`) and scores it against the reference answer with
 token-overlap F1. To measure something else, change :func:`score` and the metric's name in
 :meth:`{{cls}}.evaluate`.
 
@@ -264,8 +270,7 @@ import string
 from collections import Counter
 
 from tuneyard.core.components import EvalContext, EvalResult, Evaluator
-from tuneyard.core.errors import DataError
-from tuneyard.core.generation import GenerationOptions, generate
+from tuneyard.core.generation import GenerationOptions
 from tuneyard.core.hookspecs import hookimpl
 
 ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -332,17 +337,8 @@ class {{cls}}(Evaluator):
             DataError: there is no held-out example (set ``dataset.eval_split`` above 0), or one
                 has an empty prompt (``dataset.format: text``; use ``instruction`` or ``chat``).
         """
-        examples = ctx.examples[: self.options.limit]
-        if not examples:
-            raise DataError(f"{self.name}: no held-out examples; set dataset.eval_split above 0")
-        if not all(e.prompt for e in examples):
-            raise DataError(f"{self.name}: a held-out example has an empty prompt; use "
-                            "dataset.format 'instruction' or 'chat'")
-        predictions = generate(
-            ctx.model, ctx.tokenizer, [e.prompt for e in examples],
-            max_new_tokens=self.options.max_new_tokens,
-            batch_size=self.options.batch_size or ctx.batch_size, device=ctx.device,
-        )
+        examples = self.options.examples(ctx, self.name)  # the first `limit`, checked
+        predictions = self.options.complete(ctx, examples)  # greedy, batched
         details = [
             {"prompt": e.prompt, "reference": e.completion, "prediction": p,
              "token_f1": score(p, e.completion)}
@@ -353,11 +349,7 @@ class {{cls}}(Evaluator):
         return EvalResult(metrics={"token_f1": mean}, details=details)
 
 
-# tuneyard calls this hook when it loads the plugin; `register` checks the class.
-@hookimpl
-def {{hook}}(register):
-    register({{cls}})
-'''
+{{register_hook}}'''
 
 EVALUATOR_TEST = '''"""Tests of {{dist}}: the evaluator registers through tuneyard's plugin
 manager and scores the answers of a stand-in model through the real generation path
@@ -552,11 +544,7 @@ def read_jsonl(file: Path) -> list[dict[str, str]]:
     return rows
 
 
-# tuneyard calls this hook when it loads the plugin; `register` checks the class.
-@hookimpl
-def {{hook}}(register):
-    register({{cls}})
-'''
+{{register_hook}}'''
 
 DATASET_TEST = '''"""Tests of {{dist}}: the dataset source registers through tuneyard's plugin
 manager and serves its built-in rows and a JSONL file's rows; a malformed line names its file
@@ -609,12 +597,12 @@ dataset:
 MODEL_MODULE = r'''"""tuneyard plugin {{dist}}: the model provider ``{{name}}``.
 
 It loads a transformers model and its tokenizer from a local Hugging Face folder (``config.json``,
-weights, tokenizer files), offline. To provide another model (built by your own code, with
-converted weights, another tokenizer), change
-:meth:`{{cls}}.load`.
+weights, tokenizer files), offline, with the helpers of :mod:`tuneyard.core.models` that the
+built-in providers use. To provide another model (built by your own code, with converted
+weights, another tokenizer), change :meth:`{{cls}}.load`.
 
-Import heavy modules (torch, transformers) inside methods, as here, so that loading the plugin
-stays cheap.
+Import heavy modules (torch, transformers) inside methods, as :mod:`tuneyard.core.models` does,
+so that loading the plugin stays cheap.
 """
 
 from __future__ import annotations
@@ -625,15 +613,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneyard.core.components import ModelProvider, Task
-from tuneyard.core.errors import TuneyardError
 from tuneyard.core.hookspecs import hookimpl
-from tuneyard.core.models import ensure_pad_token
+from tuneyard.core.models import load_pretrained, locate
 
 if TYPE_CHECKING:
     import torch
-
-#: task a strategy trains → transformers auto class that loads a model with that head.
-AUTO_CLASSES = {"causal-lm": "AutoModelForCausalLM", "masked-lm": "AutoModelForMaskedLM"}
 
 
 class {{cls}}Options(BaseModel):
@@ -646,12 +630,9 @@ class {{cls}}Options(BaseModel):
     # Change: add your options here, each with a default (or none: then the run spec must give
     # it) and a description (shown by `tuneyard plugins list --json` and the TUI).
     path: str = Field(description=(
-        "Local Hugging Face model folder: config.json, weights (*.safetensors) and, unless "
-        "'tokenizer' is set, the tokenizer files."
+        "Local Hugging Face model folder (config.json, weights, tokenizer files), or a hub "
+        "id already in the local HF cache; nothing is downloaded."
     ))
-    tokenizer: str | None = Field(
-        default=None, description="Folder of the tokenizer files (default: the model folder).",
-    )
 
 
 class {{cls}}(ModelProvider):
@@ -673,51 +654,20 @@ class {{cls}}(ModelProvider):
             ``(model, tokenizer)``: a transformers ``PreTrainedModel`` and its tokenizer.
 
         Raises:
-            TuneyardError: ``model.options.path`` is not a folder with a ``config.json``,
-                ``model.options.tokenizer`` is not a folder, or the files cannot be loaded
-                (e.g. the architecture has no ``task`` head).
+            TuneyardError: ``model.options.path`` is neither a folder nor in the local HF
+                cache, has no ``config.json``, or cannot be loaded (e.g. the architecture has
+                no ``task`` head); the message names the key.
         """
-        import transformers
-
-        model_dir = folder(self.options.path, "model.options.path")
-        if not (model_dir / "config.json").is_file():
-            raise TuneyardError(f"model.options.path: folder '{model_dir}' has no config.json "
-                                "(not a Hugging Face model folder)")
-        tokenizer_dir = (model_dir if self.options.tokenizer is None
-                         else folder(self.options.tokenizer, "model.options.tokenizer"))
-        auto = getattr(transformers, AUTO_CLASSES[task])
-        try:
-            # transformers 5 names the argument dtype; local_files_only: never download.
-            model = auto.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir,
-                                                                   local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise TuneyardError(f"model.options.path: cannot load a {task} model and tokenizer "
-                                f"from '{model_dir}': {exc}") from exc
-        return model, ensure_pad_token(tokenizer)
+        field = "model.options.path"
+        return load_pretrained(locate(self.options.path, field), task=task, dtype=dtype,
+                               field=field)
 
     def model_id(self) -> str:
         """The model folder's name, stored as the run's ``base_model``."""
         return Path(self.options.path).expanduser().resolve().name
 
 
-def folder(value: str, key: str) -> Path:
-    """``value`` as a folder path (``~`` expanded).
-
-    Raises:
-        TuneyardError: it is not an existing folder; the message names the spec ``key``.
-    """
-    path = Path(value).expanduser()
-    if not path.is_dir():
-        raise TuneyardError(f"{key}: folder '{path}' does not exist")
-    return path
-
-
-# tuneyard calls this hook when it loads the plugin; `register` checks the class.
-@hookimpl
-def {{hook}}(register):
-    register({{cls}})
-'''
+{{register_hook}}'''
 
 MODEL_TEST = '''"""Tests of {{dist}}: the model provider registers through tuneyard's plugin
 manager and loads a tiny Llama saved here (hidden 32, 2 layers), giving its tokenizer a pad token.
@@ -771,7 +721,7 @@ def test_folder_without_config_names_the_key(tmp_path):
     with pytest.raises(TuneyardError) as error:
         provider.load(task="causal-lm", dtype=torch.float32)
     assert str(error.value) == (f"model.options.path: folder '{tmp_path}' has no config.json "
-                                "(not a Hugging Face model folder)")
+                                "(not a transformers model folder)")
 '''
 
 MODEL_USAGE = '''\
@@ -885,11 +835,7 @@ def trainable(model: Any, *, lm_head: bool, norms: bool) -> set[int]:
     return chosen
 
 
-# tuneyard calls this hook when it loads the plugin; `register` checks the class.
-@hookimpl
-def {{hook}}(register):
-    register({{cls}})
-'''
+{{register_hook}}'''
 
 STRATEGY_TEST = '''"""Tests of {{dist}}: the strategy registers through tuneyard's plugin
 manager, and on a tiny Llama built here (hidden 32, 2 layers, with bias terms) it trains

@@ -46,11 +46,17 @@ def run(argv: list, cwd: Path | None = None, timeout: int = 300) -> subprocess.C
 
 
 def install_and_test(python: Path, pkgs: list[Path], names: list[str]) -> None:
-    """pip-install ``pkgs`` into the environment of ``python`` (one pip call); check that their
-    entry points ``names`` are seen there and that the packages' own tests pass (one pytest
-    call, in the package folder when there is one package)."""
+    """pip-install ``pkgs`` into the environment of ``python`` (one pip call), then
+    :func:`check_installed`."""
     installed = run([python, "-m", "pip", "install", *pkgs])
     assert installed.returncode == 0, installed.stdout + installed.stderr
+    check_installed(python, pkgs, names)
+
+
+def check_installed(python: Path, pkgs: list[Path], names: list[str]) -> None:
+    """In the environment of ``python``, where ``pkgs`` are installed: their entry points
+    ``names`` are seen and the packages' own tests pass (one pytest call, in the package folder
+    when there is one package)."""
     listed = run([python, "-c", "import importlib.metadata as m; "
                   "print([e.name for e in m.entry_points(group='tuneyard')])"])
     assert listed.returncode == 0, listed.stderr
@@ -221,7 +227,7 @@ def test_cli_plugins_new_installs_and_its_test_passes(tmp_path, fresh_venv, kind
                      pkg])
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert f"plugin {name} 0.1.0 (tuneyard-{name}): {kind} {name} — ok" in installed.stdout
-    install_and_test(fresh_venv, [pkg], [name])
+    check_installed(fresh_venv, [pkg], [name])  # its tests pass against the editable install
     again = run([fresh_venv, "-m", "tuneyard.core.cli", "plugins", "new", name, "--kind", kind,
                  "--dir", tmp_path / "plugins"])
     assert again.returncode == 2  # installed now: its name is taken
