@@ -3,7 +3,6 @@ metrics with the best value highlighted, the spec keys that differ, and its pict
 
 from __future__ import annotations
 
-
 from tuneyard.core.registry import Registry
 from tuneyard.tui.screens.compare import (
     MISSING, CompareScreen, best_index, flatten, run_labels, spec_diff, spec_value)
@@ -122,6 +121,23 @@ async def test_compare_grows_while_a_run_trains(seeded_registry, tui_app, wait_f
         assert cells(screen.query_one("#metrics-table"))[2] == ["rouge", "rougeL", "0.25", ""]
 
 
+async def test_compare_rereads_the_steps_a_resumed_run_logs_again(seeded_registry, tui_app,
+                                                                   wait_for):
+    app = tui_app(seeded_registry)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_compare(pilot, wait_for, ["run-a", "run-b"])
+        plot = screen.query_one(MetricPlot)
+        registry = Registry(seeded_registry)
+        # a checkpoint at step 30; the resumed run logs 31… again
+        registry.delete_metrics_after("run-a", 30)
+        registry.add_metrics("run-a", 31, {"loss": 0.5})
+        await wait_for(pilot, lambda: plot.curves[LORA][1][-1:] == [0.5])
+        assert plot.curves[LORA][0] == list(range(1, 32))
+        assert plot.curves[FULL][0] == list(range(1, 41))
+        await pilot.pause(0.1)
+        assert cells(screen.query_one("#header-table"))[0][4] == "0.5"
+
+
 async def test_compare_same_spec_says_so(seeded_registry, tui_app, wait_for):
     app = tui_app(seeded_registry)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -156,7 +172,7 @@ async def test_without_registry(tmp_path, tui_app, wait_for):
 
 
 # -- pictures ------------------------------------------------------------------------------
-def test_compare_curves_snapshot(snap_compare, seeded_registry, tui_app, wait_for, monkeypatch):
+def test_compare_curves_snapshot(snap_compare, seeded_registry, tui_app, wait_for):
     """Compare of run-a and run-b on the Loss curves tab: a header table with both runs
     (completed in green, lora/full, 40/40 steps, final loss 1.846/1.811, 3:50), then one plot
     with two falling curves from ~4.4 and ~4.0 to ~1.8 over steps 1–40 and a legend naming
@@ -168,8 +184,7 @@ def test_compare_curves_snapshot(snap_compare, seeded_registry, tui_app, wait_fo
                         terminal_size=(100, 30), run_before=run_before)
 
 
-def test_compare_spec_diff_snapshot(snap_compare, seeded_registry, tui_app, wait_for,
-                                    monkeypatch):
+def test_compare_spec_diff_snapshot(snap_compare, seeded_registry, tui_app, wait_for):
     """Compare of run-a and run-b on the Spec diff tab: exactly four rows — name,
     strategy.name (lora/full), strategy.options.r (8/—) and training.learning_rate
     (0.001/5e-05) — with one column per run."""

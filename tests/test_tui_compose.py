@@ -381,7 +381,7 @@ async def test_preview_shows_the_rows_and_errors(tmp_path, tui_app, wait_for, mo
 
 
 # -- pictures --------------------------------------------------------------------------------
-def test_compose_lora_snapshot(snap_compare, tmp_path, tui_app, wait_for, monkeypatch):
+def test_compose_lora_snapshot(snap_compare, tmp_path, tui_app, wait_for):
     """The Strategy section with lora chosen (its description beside the picker), then the
     LoRA form: r (focused, -1 typed, red 'Input should be greater than 0' under its help),
     alpha 16, dropout 0.05, target_modules all-linear, adapter_name default as dim

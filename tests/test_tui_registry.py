@@ -443,8 +443,7 @@ async def test_empty_registry_says_no_artifacts(tmp_path, tui_app, wait_for):
 
 
 # -- pictures ------------------------------------------------------------------------------
-def test_registry_plugins_snapshot(snap_compare, seeded_registry, tui_app, wait_for,
-                                   monkeypatch):
+def test_registry_plugins_snapshot(snap_compare, seeded_registry, tui_app, wait_for):
     """The Plugins tab is active: a hint line (i: install, u: uninstall), then one row per
     built-in plugin (dataset-files … tui), each version 0.1.0, source builtin, status ok in
     green, then its components and hooks; below the table, the highlighted plugin's detail
@@ -475,8 +474,7 @@ def test_registry_skipped_plugin_snapshot(snap_compare, seeded_registry, tui_app
                         terminal_size=(100, 30), run_before=run_before)
 
 
-def test_registry_artifacts_snapshot(snap_compare, seeded_registry, tui_app, wait_for,
-                                     monkeypatch):
+def test_registry_artifacts_snapshot(snap_compare, seeded_registry, tui_app, wait_for):
     """The Artifacts tab is active, newest first: qa-lora-r16's checkpoint (stopped, yellow,
     run-d/checkpoints/checkpoint-18, 10:00), run-b's model (08:00) and run-a's adapter (07:00)
     (completed, green; run-b/final and run-a/final), paths relative to the registry's folder,

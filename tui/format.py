@@ -1,8 +1,11 @@
-"""Text formatting shared by the screens: status colours, durations, sizes, numbers."""
+"""Text formatting shared by the screens: status colours, model names, durations, sizes,
+numbers."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import PurePath
+from typing import Any
 
 from rich.text import Text
 
@@ -12,6 +15,15 @@ STATUS_STYLE = {"queued": "white", "running": "bold cyan", "completed": "green",
 
 def status_text(status: str | None) -> Text:
     return Text(status or "", style=STATUS_STYLE.get(status or "", ""))
+
+
+def model_name(run: dict[str, Any]) -> str:
+    """The run's base model, else its spec's model path basename, else the provider."""
+    if run.get("base_model"):
+        return run["base_model"]
+    model = (run.get("spec") or {}).get("model") or {}
+    path = (model.get("options") or {}).get("path")
+    return PurePath(str(path)).name if path else model.get("provider", "")
 
 
 def parse_time(iso: str | None) -> datetime | None:

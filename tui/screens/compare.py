@@ -2,8 +2,9 @@
 
 A header table (status, strategy, model, steps, final loss, duration) above three tabs: the
 loss curves overlaid, the latest evaluation metrics with the best value of each row in bold
-green, and the spec keys whose values differ. Runs that are still training keep growing: the
-polling worker reads only the metric rows written since its last poll.
+green, and the spec keys whose values differ. Runs that are still training keep growing: each
+poll reads only the metric rows written since the last one shown (see
+:class:`~tuneyard.tui.series.Curves`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from tuneyard.core.errors import RunNotFound
 from tuneyard.core.registry import Registry, baseline_and_final
-from tuneyard.tui.format import duration_s, hms, num, status_text
+from tuneyard.tui.format import duration_s, hms, model_name, num, status_text
 from tuneyard.tui.polling import Polling
-from tuneyard.tui.series import Series
+from tuneyard.tui.series import Curves, Series
 from tuneyard.tui.widgets.plot import MetricPlot
 
 MISSING = object()  # a spec key a run does not have
@@ -106,9 +107,7 @@ class CompareScreen(Polling, Screen):
         super().__init__()
         self.run_ids = list(run_ids)
         self.runs: list[dict[str, Any]] = []  # the runs found, in the order asked
-        self.series: dict[str, Series] = {}  # run id → loss curve
-        self._after: dict[str, int] = {}  # worker thread only: run id → last metric row read
-        self._last_step: dict[str, int] = {}  # worker thread only: run id → last loss step
+        self.curves: dict[str, Curves] = {}  # run id → its metric curves
         self._shown_evals: Any = None  # what the screen shows, to redraw only on change
         self._header_rows: list[tuple] = []
         self._said: tuple[str, bool] | None = ("Loading runs…", False)  # as composed
@@ -137,7 +136,7 @@ class CompareScreen(Polling, Screen):
 
     # -- worker thread -----------------------------------------------------------------------
     def fetch(self, registry: Registry) -> dict[str, Any]:
-        runs, missing, losses, evals, reset = [], [], {}, {}, []
+        runs, missing, metrics, evals = [], [], {}, {}
         for ref in self.run_ids:
             try:
                 run = registry.get_run(ref)
@@ -147,22 +146,13 @@ class CompareScreen(Polling, Screen):
             if any(r["id"] == run["id"] for r in runs):
                 continue
             rid = run["id"]
-            rows = registry.metrics_since(rid, self._after.get(rid, 0))
-            if any(r["name"] == "loss" and r["step"] <= self._last_step.get(rid, -1)
-                   for r in rows):  # a resumed run logged its steps again: read them afresh
-                rows = registry.metrics_since(rid, 0)
-                reset.append(rid)
-            if rows:
-                self._after[rid] = rows[-1]["id"]
-            losses[rid] = [(r["step"], r["value"]) for r in rows if r["name"] == "loss"]
-            if losses[rid]:
-                self._last_step[rid] = losses[rid][-1][0]
+            after = self.curves[rid].after if rid in self.curves else 0
+            metrics[rid] = (registry.metrics_since(rid, after), after)
             evals[rid] = {key: final for key, (_, final) in
                           baseline_and_final(registry.evaluations(rid)).items()
                           if final is not None}
             runs.append(run)
-        return {"runs": runs, "missing": missing, "losses": losses, "evals": evals,
-                "reset": reset}
+        return {"runs": runs, "missing": missing, "metrics": metrics, "evals": evals}
 
     # -- UI thread ---------------------------------------------------------------------------
     def show(self, data: dict[str, Any] | None) -> None:
@@ -181,22 +171,26 @@ class CompareScreen(Polling, Screen):
                   comparing=True)
         first = not self.runs
         self.runs = data["runs"]
-        for rid in data["reset"]:
-            self.series.pop(rid, None)
-        for rid, points in data["losses"].items():
-            series = self.series.setdefault(rid, Series())
-            for step, value in points:
-                series.add(step, value)
+        grown = first
+        for rid, (rows, read_after) in data["metrics"].items():
+            added = self.curves.setdefault(rid, Curves()).add(rows, read_after)
+            if added is None:  # cleared, to be read again from the start
+                self.poll_now()
+            grown = grown or added != []
         labels = run_labels(self.runs)
         self._show_header(labels)
-        if any(data["losses"].values()) or data["reset"] or first:
+        if grown:
             self.query_one(MetricPlot).show(
-                {label: self.series[r["id"]] for label, r in zip(labels, self.runs, strict=True)})
+                {label: self.loss(r["id"]) for label, r in zip(labels, self.runs, strict=True)})
         if data["evals"] != self._shown_evals:
             self._shown_evals = data["evals"]
             self._show_metrics(labels, [data["evals"][r["id"]] for r in self.runs])
         if first:
             self._show_diff(labels)
+
+    def loss(self, run_id: str) -> Series:
+        """The loss curve of a run shown (empty until its first step)."""
+        return self.curves[run_id].series.get("loss") or Series()
 
     def _say(self, message: str, *, comparing: bool) -> None:
         """Show ``message`` (if any) above the comparison, and the comparison if ``comparing``."""
@@ -212,10 +206,10 @@ class CompareScreen(Polling, Screen):
     def _show_header(self, labels: list[str]) -> None:
         now, rows = self.app.clock(), []
         for label, run in zip(labels, self.runs, strict=True):
-            last = self.series[run["id"]].last  # (step, loss) or None
+            last = self.loss(run["id"]).last  # (step, loss) or None
             rows.append((label, status_text(run["status"]), run.get("strategy") or "",
                          f"{run['step']}/{run['max_steps'] or '?'}", num(last[1] if last else None),
-                         hms(duration_s(run, now)), run.get("base_model") or ""))
+                         hms(duration_s(run, now)), model_name(run)))
         if rows != self._header_rows:
             self._header_rows = rows
             table = self.query_one("#header-table", DataTable)

@@ -46,6 +46,8 @@ COMPONENTS = {
 RUN_FIELDS = ("name", "output_dir")
 DATASET_FIELDS = ("format", "columns", "eval_split", "eval_limit")
 PREVIEW_ROWS = 5
+
+
 class PluginsLoaded(Message):
     """The plugin manager, loaded in a worker thread."""
 

@@ -34,6 +34,7 @@ from tuneyard.core.registry import Registry
 from tuneyard.tui import actions
 from tuneyard.tui.format import status_text, when
 from tuneyard.tui.polling import Polling
+from tuneyard.tui.screens.confirm import ConfirmScreen
 from tuneyard.tui.widgets.form import type_name
 
 
@@ -218,32 +219,6 @@ class InstallScreen(ModalScreen[dict[str, Any] | None]):
                           "editable": self.query_one("#editable", Checkbox).value})
 
 
-class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question: ``y`` answers yes, ``n`` or esc no."""
-
-    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
-    DEFAULT_CSS = """
-    ConfirmScreen { align: center middle; }
-    ConfirmScreen > Static {
-        width: 72; height: auto; border: round $warning; background: $panel; padding: 0 1;
-        border-subtitle-color: $text-muted;
-    }
-    """
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        question = Static(Text(self.question), id="question")
-        question.border_subtitle = "y: yes · n: no"
-        yield question
-        yield Footer(compact=True)
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
-
-
 class PipScreen(ModalScreen[None]):
     """The output of a ``tuneyard plugins install|uninstall`` command as it arrives, then its
     exit status. It closes (esc) only once the command has ended."""
@@ -313,7 +288,6 @@ class RegistryScreen(Polling, Screen):
         self.plugins: list[dict[str, Any]] = []  # rows of the Plugins table, in order
         self.components: list[dict[str, Any]] = []  # rows of the Components table, in order
         self.pip: PipScreen | None = None  # the running (or last) install/uninstall
-        self._tab = "plugins"  # the active tab
         self._shown: Any = ...  # last registry data shown (redraw only on change)
 
     def compose(self) -> ComposeResult:
@@ -484,8 +458,8 @@ class RegistryScreen(Polling, Screen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Install and uninstall work on the Plugins tab only."""
-        return action not in ("install", "uninstall") or self._tab == "plugins"
+        return (action not in ("install", "uninstall")
+                or self.query_one(TabbedContent).active == "plugins")
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self._tab = event.pane.id or ""
-        self.query_one(f"#{self._tab}-table", DataTable).focus()
+        self.query_one(f"#{event.pane.id}-table", DataTable).focus()

@@ -21,18 +21,18 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
 from textual.widgets import (DataTable, Footer, Log, ProgressBar, Static, TabbedContent,
                              TabPane)
 
 from tuneyard.core.errors import TuneyardError
 from tuneyard.core.registry import Registry, baseline_and_final
 from tuneyard.tui import actions
-from tuneyard.tui.format import hms, num, parse_time, status_text
+from tuneyard.tui.format import hms, model_name, num, parse_time, status_text
 from tuneyard.tui.polling import Polling
-from tuneyard.tui.screens.runs import model_name
-from tuneyard.tui.series import Series
+from tuneyard.tui.screens.confirm import ConfirmScreen
+from tuneyard.tui.series import Curves, Series
 from tuneyard.tui.widgets.device import DevicePanel
 from tuneyard.tui.widgets.plot import MetricPlot
 
@@ -91,34 +91,13 @@ def eval_loss_points(run: dict[str, Any], evaluations: list[dict[str, Any]],
     return [p[0] for p in points], [p[1] for p in points]
 
 
-class ConfirmStop(ModalScreen[bool]):
-    """Asks y/n before stopping a run."""
-
-    DEFAULT_CSS = """
-    ConfirmStop { align: center middle; }
-    ConfirmStop > Vertical {
-        width: 60; height: auto; border: thick $warning; background: $panel; padding: 1 2;
-    }
-    """
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Stop it"),
-        Binding("n,escape", "answer(False)", "Keep it running"),
-    ]
+class ConfirmStop(ConfirmScreen):
+    """Asks y/n before stopping the run named ``name``."""
 
     def __init__(self, name: str) -> None:
-        super().__init__()
-        self.run_name = name
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(Text.assemble(
-                "Stop ", (self.run_name, "bold"), "?\n\nIt saves a checkpoint at its next step,"
-                " then ends ", ("stopped", "italic"), "; ", ("u", "bold"),
-                " resumes it from there.\n\n", ("y", "bold"), " stop it    ", ("n", "bold"),
-                " keep it running"))
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
+        super().__init__(Text.assemble(
+            "Stop ", (name, "bold"), "?\n\nIt saves a checkpoint at its next step, then ends ",
+            ("stopped", "italic"), "; ", ("u", "bold"), " resumes it from there."))
 
 
 class RunScreen(Polling, Screen):
@@ -140,7 +119,7 @@ class RunScreen(Polling, Screen):
     RunScreen #log-view { height: 1fr; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "back", "Back"),
+        Binding("escape", "app.pop_screen", "Back"),
         Binding("s", "stop", "Stop"),
         Binding("u", "resume", "Resume"),
         Binding("e", "evaluate", "Eval"),
@@ -155,14 +134,14 @@ class RunScreen(Polling, Screen):
         super().__init__(classes="-waiting")  # progress and tabs hide until the run is read
         self.run_id = run_id
         self.run_row: dict[str, Any] | None = None  # the latest poll's run
-        self.series: dict[str, Series] = {}  # metric name → its curve
+        self.curves = Curves()  # the metric curves, fed by each poll
         self._step_times: deque[tuple[int, datetime]] = deque(maxlen=RATE_STEPS)
         self._devices: dict[str, dict[str, Any]] = {}
         self._evaluations: list[dict[str, Any]] | None = None
         self._checkpoints: list[dict[str, Any]] = []
         self._eval_loss: tuple[list[float], list[float]] = ([], [])
-        # what is shown already: the last metric/telemetry row id, run.log's stamp
-        self._metrics_after = self._system_after = 0
+        # what is shown already: the last telemetry row id, run.log's stamp
+        self._system_after = 0
         self._log_stamp: tuple[int, int] | None = (-1, -1)
 
     def compose(self) -> ComposeResult:
@@ -196,7 +175,7 @@ class RunScreen(Polling, Screen):
             stamp: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
         except FileNotFoundError:
             stamp = None
-        after = self._metrics_after
+        after = self.curves.after
         return RunPoll(run, registry.metrics_since(run["id"], after), after,
                        registry.system_metrics_since(run["id"], self._system_after),
                        registry.evaluations(run["id"]), registry.checkpoints(run["id"]),
@@ -212,16 +191,12 @@ class RunScreen(Polling, Screen):
         if changed or data.checkpoints != self._checkpoints:
             self._checkpoints = data.checkpoints
             self._show_head(run)
-        # a result may repeat rows of one not shown yet (after poll_now): keep newer rows only
-        # (none at all from a poll that read from before the curves were reset)
-        metrics = [m for m in data.metrics if m["id"] > self._metrics_after
-                   and data.metrics_from <= self._metrics_after]
+        grown = self._add_metrics(data.metrics, data.metrics_from)
         system = [s for s in data.system if s["id"] > self._system_after]
-        self._add_metrics(metrics)
         evaluated = data.evaluations != self._evaluations
         if evaluated:
             self._show_evaluations(run, data.evaluations, data.checkpoints)
-        if first or metrics or evaluated:
+        if first or grown or evaluated:
             self._draw_curves()
         if first or system:
             self._show_devices(system)
@@ -232,7 +207,7 @@ class RunScreen(Polling, Screen):
             text = yaml.safe_dump(run["spec"], sort_keys=False)
             self.query_one("#spec-view", Static).update(
                 Syntax(text, "yaml", theme="ansi_dark").highlight(text))  # no background
-        if changed or metrics:
+        if changed or grown:
             self._show_progress(run)
 
     def show_error(self, error: str) -> None:
@@ -259,21 +234,22 @@ class RunScreen(Polling, Screen):
             title.append(f"\n{run['error']}", style="red")
         head.update(title)
 
-    def _add_metrics(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            series = self.series.get(row["name"])
-            if series and series.last and row["step"] <= series.last[0]:
-                # a resumed run logs again the steps after its checkpoint (the registry
-                # dropped the old rows): read the curves again from the start
-                self.series.clear()
-                self._step_times.clear()
-                self._metrics_after = 0
-                self.poll_now()
-                return
-            self._metrics_after = row["id"]
-            self.series.setdefault(row["name"], Series()).add(row["step"], row["value"])
+    @property
+    def series(self) -> dict[str, Series]:
+        """Metric name → its curve."""
+        return self.curves.series
+
+    def _add_metrics(self, rows: list[dict[str, Any]], read_after: int) -> bool:
+        """Add a poll's metric rows to the curves and step times; whether the curves changed."""
+        added = self.curves.add(rows, read_after)
+        if added is None:  # cleared, to be read again from the start
+            self._step_times.clear()
+            self.poll_now()
+            return True
+        for row in added:
             if not self._step_times or self._step_times[-1][0] != row["step"]:
                 self._step_times.append((row["step"], parse_time(row["at"])))
+        return bool(added)
 
     def _show_devices(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -353,9 +329,6 @@ class RunScreen(Polling, Screen):
         """Notify from a thread worker and poll at once."""
         self.app.call_from_thread(self.notify, message, severity=severity)
         self.poll_now()
-
-    def action_back(self) -> None:
-        self.app.pop_screen()
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab

@@ -7,7 +7,6 @@ are rewritten, so the cursor stays on its run across polls (row keys are run ids
 
 from __future__ import annotations
 
-from pathlib import PurePath
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -18,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tuneyard.core.registry import Registry
-from tuneyard.tui.format import duration_s, hms, num, status_text, when
+from tuneyard.tui.format import duration_s, hms, model_name, num, status_text, when
 from tuneyard.tui.polling import Polling
 
 STATUSES = ("all", "running", "completed", "failed", "stopped", "interrupted", "queued")
@@ -34,15 +33,6 @@ MAX_WIDTH = {"name": 24, "model": 24}  # cells a column shows at most (the rest 
 #: the last (DataTable measures every new cell when idle, ~0.5 ms a row here), so a registry of
 #: thousands of runs shows at once and keys answer while the table fills.
 CHUNK_ROWS = 100
-
-
-def model_name(run: dict[str, Any]) -> str:
-    """The run's base model, else its spec's model path basename, else the provider."""
-    if run.get("base_model"):
-        return run["base_model"]
-    model = (run.get("spec") or {}).get("model") or {}
-    path = (model.get("options") or {}).get("path")
-    return PurePath(str(path)).name if path else model.get("provider", "")
 
 
 def headline(run: dict[str, Any]) -> str:

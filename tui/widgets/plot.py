@@ -7,7 +7,7 @@ from typing import Any
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
-from tuneyard.tui.series import Series
+from tuneyard.tui.series import Series, thin
 
 
 class MetricPlot(PlotextPlot):
@@ -46,11 +46,7 @@ class MetricPlot(PlotextPlot):
         most = 2 * (self.size.width or 100)
         for label, (xs, ys) in self.curves.items():
             if xs:
-                every = -(-len(xs) // most)  # ceil
-                xs_, ys_ = xs[::every], ys[::every]
-                if xs_[-1] != xs[-1]:
-                    xs_, ys_ = xs_ + [xs[-1]], ys_ + [ys[-1]]  # the latest point, always
-                plt.plot(xs_, ys_, label=label if len(self.curves) > 1 else None,
+                plt.plot(*thin(xs, ys, most), label=label if len(self.curves) > 1 else None,
                          marker="braille")
                 drawn = True
         if not drawn:
