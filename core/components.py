@@ -20,7 +20,13 @@ if TYPE_CHECKING:
 #: The kinds of component, in the order a run uses them; also the registry's ``components.kind``.
 KINDS = ("dataset-source", "model-provider", "strategy", "evaluator", "device-monitor")
 
-Task = Literal["causal-lm", "masked-lm"]
+Task = Literal["causal-lm", "masked-lm", "token-classification", "sequence-classification"]
+"""What a model is trained to predict, which sets its head (transformers auto class):
+``causal-lm`` the next token, ``masked-lm`` masked tokens, ``token-classification`` one label
+per word (NER), ``sequence-classification`` one label per text."""
+
+#: Tasks whose model head needs the run's label names (``labels=`` of :meth:`ModelProvider.load`).
+LABEL_TASKS = ("token-classification", "sequence-classification")
 
 
 class NoOptions(BaseModel):
@@ -61,17 +67,35 @@ class DatasetSource(Component):
 
 
 class ModelProvider(Component):
-    """Where a model and its tokenizer come from."""
+    """Where a model and its tokenizer come from.
+
+    Attributes:
+        tasks: the tasks it can build a model for; a run whose strategy and format need another
+            task is refused before anything loads.
+        wants_corpus: :meth:`load` is also given ``corpus=``, the training texts (e.g. to train
+            a tokenizer on them).
+    """
 
     kind = "model-provider"
+    tasks: ClassVar[tuple[Task, ...]] = ("causal-lm", "masked-lm")
+    wants_corpus: ClassVar[bool] = False
 
-    def load(self, *, task: Task, dtype: torch.dtype) -> tuple[Any, Any]:
+    def load(self, *, task: Task, dtype: torch.dtype, **kwargs: Any) -> tuple[Any, Any]:
         """Load the model for ``task`` in ``dtype`` on CPU, and its tokenizer.
+
+        Keyword arguments given only to providers that ask for them:
+            labels (list[str]): for a task of :data:`LABEL_TASKS`, the label names; class id
+                ``i`` is ``labels[i]`` (set ``num_labels``, ``id2label`` and ``label2id`` of the
+                model config from it).
+            corpus (Callable[[], Iterator[str]]): with ``wants_corpus``, a function returning a
+                fresh iterator over the training texts (held-out rows excluded).
 
         Returns:
             ``(model, tokenizer)``: a transformers ``PreTrainedModel`` (``AutoModelForCausalLM``
-            for ``causal-lm``, ``AutoModelForMaskedLM`` for ``masked-lm``) and a tokenizer with
-            ``pad_token`` set (to ``eos_token`` when the model has none).
+            for ``causal-lm``, ``AutoModelForMaskedLM`` for ``masked-lm``,
+            ``AutoModelForTokenClassification`` / ``AutoModelForSequenceClassification`` for the
+            label tasks) and a tokenizer with ``pad_token`` set (to ``eos_token`` when the model
+            has none).
 
         Raises:
             TuneyardError: the model cannot be found offline; the message says where it looked.
@@ -87,7 +111,10 @@ class TrainingStrategy(Component):
     """How the model is trained: which weights change, and on which targets.
 
     Attributes:
-        task: the model head the strategy trains (passed to :meth:`ModelProvider.load`).
+        task: the model head the strategy trains (passed to :meth:`ModelProvider.load`);
+            ``None`` = the task of the run's ``dataset.format`` (e.g. ``full`` and ``lora``
+            train a causal LM on ``instruction`` rows and a token classifier on ``tokens``
+            rows).
         pack: concatenate tokenized rows into blocks of ``training.max_seq_len`` tokens
             (pre-training) instead of one padded row per example.
         formats: row formats the strategy accepts (``None`` = any).
@@ -96,7 +123,7 @@ class TrainingStrategy(Component):
     """
 
     kind = "strategy"
-    task: ClassVar[Task] = "causal-lm"
+    task: ClassVar[Task | None] = None
     pack: ClassVar[bool] = False
     formats: ClassVar[tuple[str, ...] | None] = None
     saves: ClassVar[str] = "model"
@@ -113,11 +140,18 @@ class TrainingStrategy(Component):
 
 @dataclass
 class Example:
-    """One held-out example as text: the model is given ``prompt`` and should produce
-    ``completion`` (for the ``text`` format ``prompt`` is empty)."""
+    """One example as text: the model is given ``prompt`` and should produce ``completion``.
+
+    For the ``text`` format ``prompt`` is empty. For ``label`` (sequence classification)
+    ``prompt`` is the text and ``completion`` its label name. For ``tokens`` (token
+    classification) ``words`` and ``tags`` are the row's words and their labels (same length);
+    ``prompt`` and ``completion`` are the same joined by spaces, for display.
+    """
 
     prompt: str
     completion: str
+    words: list[str] | None = None
+    tags: list[str] | None = None
 
 
 @dataclass
@@ -128,12 +162,24 @@ class EvalContext:
         model: the model under evaluation, in eval mode, on ``device``.
         tokenizer: its tokenizer.
         examples: held-out examples as text (prompt, reference completion).
-        eval_dataset: the same examples tokenized: ``input_ids`` and ``labels`` lists of ints,
-            ``labels`` = -100 where no loss is taken (prompt tokens, padding).
-        collator: pads a list of ``eval_dataset`` rows into a batch of ``[batch, seq_len]``
-            int64 tensors (right padding).
+        eval_dataset: the same examples tokenized, one row each (for a packing strategy, the
+            held-out text cut into blocks as the training text is, causal-LM blocks with
+            ``position_ids``): ``input_ids`` (list of int) and ``labels``. By task:
+            ``causal-lm`` labels are the ids where the loss is taken and -100 elsewhere (prompt
+            tokens); ``masked-lm`` labels are the ids,
+            -100 on special tokens (nothing is masked yet); ``token-classification`` labels are
+            the class id on the first sub-token of each word and -100 on the rest and on
+            special tokens; ``sequence-classification`` ``labels`` is one int, the class id.
+        collator: pads a list of ``eval_dataset`` rows into a batch: ``input_ids``,
+            ``attention_mask`` and ``labels`` int64 tensors ``[batch, seq_len]`` (right
+            padding, labels -100 on padding), except for ``sequence-classification``, whose
+            ``labels`` is ``[batch]``, and causal-LM blocks, stacked with ``position_ids``
+            instead of ``attention_mask``. Pass the model every key but ``labels`` (and, for
+            blocks, ``use_cache=False``: with a KV cache transformers attends across documents).
         device: where the model lives.
         batch_size: examples per forward pass.
+        task: what the model predicts (its head).
+        label_names: for the label tasks, class id ``i`` is ``label_names[i]``; else ``None``.
     """
 
     model: Any
@@ -143,6 +189,8 @@ class EvalContext:
     collator: Any
     device: Any
     batch_size: int = 8
+    task: Task = "causal-lm"
+    label_names: list[str] | None = None
 
 
 @dataclass
@@ -154,9 +202,15 @@ class EvalResult:
 
 
 class Evaluator(Component):
-    """Judges a model on the held-out examples."""
+    """Judges a model on the held-out examples.
+
+    Attributes:
+        tasks: the tasks it can judge (``None`` = any); a run listing it for another task is
+            refused before anything loads.
+    """
 
     kind = "evaluator"
+    tasks: ClassVar[tuple[Task, ...] | None] = None
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         """Compute metrics on ``ctx``; must not change the model's weights."""

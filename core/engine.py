@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneyard.core.components import DatasetSource, Evaluator, ModelProvider, TrainingStrategy
+from tuneyard.core.components import (DatasetSource, Evaluator, ModelProvider, Task,
+                                     TrainingStrategy)
 from tuneyard.core.errors import PluginError, SpecError
+from tuneyard.core.formats import FORMAT_TASKS
 from tuneyard.core.plugins import Plugins
 from tuneyard.core.registry import Registry
 from tuneyard.core.spec import RunSpec, validate_options
@@ -33,6 +35,7 @@ class Composition:
     evaluators: list[Evaluator]
     plugin_of: dict[str, str]  # "kind:name" → plugin name
     device: str
+    task: Task  # what the model is trained to predict: the strategy's, else the format's
 
 
 def compose(spec: RunSpec, plugins: Plugins) -> Composition:
@@ -41,7 +44,9 @@ def compose(spec: RunSpec, plugins: Plugins) -> Composition:
     Raises:
         PluginError: an unknown component name (lists the valid ones, suggests the closest).
         SpecError: invalid component options (``strategy.options.r``), a dataset format the
-            strategy cannot train on, or a precision the device does not support.
+            strategy cannot train on, a task the model provider cannot build or an evaluator
+            cannot judge, ``training.packing`` on a run it does not apply to, or a precision
+            the device does not support.
     """
     plugin_of: dict[str, str] = {}
     origin = spec._origin
@@ -67,8 +72,36 @@ def compose(spec: RunSpec, plugins: Plugins) -> Composition:
             f"{origin.where('dataset.format')}: dataset.format: strategy '{strategy.name}' "
             f"trains on format {' or '.join(strategy.formats)}, not '{spec.dataset.format}'"
         )
+    task = strategy.task or FORMAT_TASKS[spec.dataset.format]
+    check_task(spec, task, provider, strategy, evaluators)
     device = check_device(spec)
-    return Composition(spec, src, provider, strategy, evaluators, plugin_of, device)
+    return Composition(spec, src, provider, strategy, evaluators, plugin_of, device, task)
+
+
+def check_task(spec: RunSpec, task: Task, provider: ModelProvider, strategy: TrainingStrategy,
+               evaluators: list[Evaluator]) -> None:
+    """Check that the model provider builds, and each evaluator judges, a ``task`` model, and
+    that ``training.packing`` applies (causal-LM fine-tuning).
+
+    Raises:
+        SpecError: naming the key to change.
+    """
+    where = spec._origin.where
+    why = (f"strategy '{strategy.name}'" if strategy.task
+           else f"dataset.format '{spec.dataset.format}'")
+    if task not in provider.tasks:
+        raise SpecError(f"{where('model.provider')}: model.provider: '{provider.name}' builds "
+                        f"{', '.join(provider.tasks)} models, not the {task} model {why} "
+                        "trains")
+    for i, ev in enumerate(evaluators):
+        if ev.tasks is not None and task not in ev.tasks:
+            raise SpecError(f"{where(f'evaluators.{i}.name')}: evaluators.{i}.name: '{ev.name}' "
+                            f"judges {', '.join(ev.tasks)} models, not the {task} model {why} "
+                            "trains")
+    if spec.training.packing and (task != "causal-lm" or strategy.pack):
+        reason = (f"strategy '{strategy.name}' already packs text into blocks" if strategy.pack
+                  else f"it packs causal-LM examples, and this run trains {task}")
+        raise SpecError(f"{where('training.packing')}: training.packing: {reason}; remove it")
 
 
 def check_device(spec: RunSpec) -> str:

@@ -1,18 +1,30 @@
 """Row formats: how a dataset row becomes text, then tokens with labels.
 
-Formats (``dataset.format`` in the run spec):
+Formats (``dataset.format`` in the run spec) and the task (model head) each one trains:
 
-- ``text``: train on every token of column ``text``.
-- ``instruction``: columns ``instruction`` (or ``prompt``), optional ``input``, and ``output``
-  (or ``completion``). The prompt is rendered with the tokenizer's chat template as one user
-  turn when the tokenizer has one (the model's own convention), else with the Alpaca template
-  (Taori et al. 2023). Loss is taken on the answer only.
-- ``chat``: column ``messages``, a list of ``{role, content}`` ending with the assistant turn
-  to learn; rendered with the tokenizer's chat template. Loss on the last assistant turn only.
+- ``text`` (causal-lm; masked-lm with ``pretrain-mlm``): column ``text``, trained on every token.
+- ``instruction`` (causal-lm): columns ``instruction`` (or ``prompt``), optional ``input``, and
+  ``output`` (or ``completion``). The prompt is rendered with the tokenizer's chat template as
+  one user turn when the tokenizer has one (the model's own convention), else with the Alpaca
+  template. Loss is taken on the answer only.
+- ``alpaca`` (causal-lm): the Alpaca layout (columns ``instruction``, optional ``input``,
+  ``output``), always rendered with the Alpaca prompt template (Taori et al. 2023,
+  tatsu-lab/stanford_alpaca ``train.py``). Loss on the answer only.
+- ``chat`` (causal-lm): column ``messages``, a list of ``{role, content}`` ending with the
+  assistant turn to learn; rendered with the tokenizer's chat template. Loss on the last
+  assistant turn only.
+- ``sharegpt`` (causal-lm): column ``conversations``, a list of ``{from, value}`` turns with
+  ``from`` one of ``system``, ``human``, ``gpt`` (the ShareGPT/Vicuna layout); mapped to
+  ``system``/``user``/``assistant`` messages and rendered as ``chat``.
+- ``tokens`` (token-classification, e.g. NER): columns ``tokens`` (a list of words) and
+  ``tags`` (one label per word, e.g. IOB2 ``B-person``). Each word's label goes on its first
+  sub-word token; the other sub-tokens and special tokens get -100 (the alignment of the
+  transformers token-classification guide and BERT, Devlin et al. 2019, section 5.3).
+- ``label`` (sequence-classification): columns ``text`` and ``label`` (a class name or number).
 
 ``dataset.columns`` maps a format field to another column name (``{output: gloss}``).
 
-Every example ends with the tokenizer's EOS token, and that EOS is a label even when
+Every causal-LM example ends with the tokenizer's EOS token, and that EOS is a label even when
 pad == eos (SmolLM2): labels are built from the token positions, never by masking pad ids.
 """
 
@@ -21,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tuneyard.core.components import Example
+from tuneyard.core.components import Example, Task
 from tuneyard.core.errors import DataError
 
 if TYPE_CHECKING:
@@ -32,14 +44,28 @@ IGNORE_INDEX = -100  # label value that torch's cross_entropy ignores
 ALPACA_PROMPT = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
 ALPACA_PROMPT_INPUT = "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 
+#: format → the task it trains (a strategy with its own ``task`` overrides it)
+FORMAT_TASKS: dict[str, Task] = {
+    "text": "causal-lm", "instruction": "causal-lm", "alpaca": "causal-lm", "chat": "causal-lm",
+    "sharegpt": "causal-lm", "tokens": "token-classification", "label": "sequence-classification",
+}
+
 #: format → field → column names tried in order (after ``dataset.columns``)
 FIELDS = {
     "text": {"text": ("text",)},
     "instruction": {"instruction": ("instruction", "prompt"), "input": ("input",),
                     "output": ("output", "completion", "response")},
-    "chat": {"messages": ("messages", "conversations")},
+    "alpaca": {"instruction": ("instruction",), "input": ("input",), "output": ("output",)},
+    "chat": {"messages": ("messages",)},
+    "sharegpt": {"conversations": ("conversations",)},
+    "tokens": {"tokens": ("tokens", "words"), "tags": ("tags", "ner_tags", "labels")},
+    "label": {"text": ("text", "sentence"), "label": ("label", "labels", "category")},
 }
 OPTIONAL = {"input"}
+
+#: ShareGPT ``from`` → chat role
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                  "assistant": "assistant"}
 
 
 def resolve_columns(fmt: str, present: list[str], mapping: dict[str, str]) -> dict[str, str | None]:
@@ -66,10 +92,12 @@ def resolve_columns(fmt: str, present: list[str], mapping: dict[str, str]) -> di
 def to_examples(
     rows: Any, fmt: str, mapping: dict[str, str], tokenizer: Any
 ) -> list[Example]:
-    """Render dataset rows (a ``datasets.Dataset`` or list of dicts) as prompt/completion text.
+    """Render dataset rows (a ``datasets.Dataset`` or list of dicts) as examples.
 
     Raises:
-        DataError: missing column, or a ``chat`` row that does not end with an assistant turn.
+        DataError: missing column; a ``chat``/``sharegpt`` row that does not end with an
+            assistant turn or has an unknown role; a ``tokens`` row whose words and tags differ
+            in number. Rows are numbered from 1.
     """
     present = list(rows.column_names) if hasattr(rows, "column_names") else list(rows[0])
     cols = resolve_columns(fmt, present, mapping)
@@ -77,13 +105,38 @@ def to_examples(
     for i, row in enumerate(rows):
         if fmt == "text":
             examples.append(Example("", str(row[cols["text"]])))
-        elif fmt == "instruction":
+        elif fmt in ("instruction", "alpaca"):
             extra = str(row[cols["input"]] or "") if cols["input"] else ""
-            prompt = _instruction_prompt(tokenizer, str(row[cols["instruction"]]), extra)
+            instruction = str(row[cols["instruction"]])
+            prompt = (_alpaca_prompt(instruction, extra) if fmt == "alpaca"
+                      else _instruction_prompt(tokenizer, instruction, extra))
             examples.append(Example(prompt, str(row[cols["output"]])))
-        else:
+        elif fmt == "chat":
             examples.append(_chat_example(tokenizer, row[cols["messages"]], i))
+        elif fmt == "sharegpt":
+            examples.append(_chat_example(tokenizer, _sharegpt_messages(
+                row[cols["conversations"]], i), i))
+        elif fmt == "tokens":
+            examples.append(_tokens_example(row[cols["tokens"]], row[cols["tags"]], i))
+        else:
+            examples.append(Example(str(row[cols["text"]]), str(row[cols["label"]])))
     return examples
+
+
+def label_names(examples: list[Example], task: Task) -> list[str] | None:
+    """The class names of a label task, sorted (class id ``i`` is the ``i``-th name), from every
+    example (training and held-out, so an id exists for each); ``None`` for the other tasks."""
+    if task == "token-classification":
+        return sorted({tag for e in examples for tag in e.tags})
+    if task == "sequence-classification":
+        return sorted({e.completion for e in examples})
+    return None
+
+
+def _alpaca_prompt(instruction: str, extra: str) -> str:
+    if extra:
+        return ALPACA_PROMPT_INPUT.format(instruction=instruction, input=extra)
+    return ALPACA_PROMPT.format(instruction=instruction)
 
 
 def _instruction_prompt(tokenizer: Any, instruction: str, extra: str) -> str:
@@ -92,9 +145,7 @@ def _instruction_prompt(tokenizer: Any, instruction: str, extra: str) -> str:
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
-    if extra:
-        return ALPACA_PROMPT_INPUT.format(instruction=instruction, input=extra)
-    return ALPACA_PROMPT.format(instruction=instruction)
+    return _alpaca_prompt(instruction, extra)
 
 
 def _chat_example(tokenizer: Any, messages: Any, index: int) -> Example:
@@ -109,40 +160,123 @@ def _chat_example(tokenizer: Any, messages: Any, index: int) -> Example:
     return Example(prompt, str(messages[-1]["content"]))
 
 
-def tokenize(example: Example, tokenizer: Any, max_seq_len: int) -> dict[str, list[int]]:
+def _sharegpt_messages(turns: Any, index: int) -> list[dict[str, str]]:
+    """ShareGPT ``[{from, value}]`` turns as chat ``[{role, content}]`` messages."""
+    messages = []
+    for n, turn in enumerate(turns or [], start=1):
+        role = SHAREGPT_ROLES.get(turn.get("from"))
+        if role is None:
+            raise DataError(f"dataset row {index + 1}: sharegpt turn {n} is from "
+                            f"{turn.get('from')!r}; expected one of system, human, gpt")
+        messages.append({"role": role, "content": str(turn.get("value", ""))})
+    return messages
+
+
+def _tokens_example(words: Any, tags: Any, index: int) -> Example:
+    words, tags = [str(w) for w in words], [str(t) for t in tags]
+    if len(words) != len(tags):
+        raise DataError(f"dataset row {index + 1}: {len(words)} tokens but {len(tags)} tags; "
+                        "a tokens row has one tag per word")
+    return Example(" ".join(words), " ".join(tags), words=words, tags=tags)
+
+
+def tokenize(example: Example, tokenizer: Any, max_seq_len: int | None,
+             task: Task = "causal-lm", label_ids: dict[str, int] | None = None
+             ) -> dict[str, Any]:
     """Token ids and labels of one example, truncated to ``max_seq_len`` tokens.
 
+    Args:
+        example: the rendered example.
+        tokenizer: a transformers tokenizer (a fast one for ``token-classification``, which
+            needs ``word_ids()``).
+        max_seq_len: most tokens kept; ``None`` keeps all (rows to :func:`pack` into blocks).
+        task: what the labels are for.
+        label_ids: class name → id, for the label tasks.
+
     Returns:
-        ``input_ids`` = prompt + completion + [eos]; ``labels`` = -100 on the prompt, the ids on
-        completion and EOS. Lists of ints, same length ≤ ``max_seq_len``.
+        ``input_ids`` (list of int) and ``labels``. ``causal-lm``: prompt + completion + [eos]
+        with no special tokens added, labels -100 on the prompt and the ids on completion and
+        EOS. ``masked-lm``: the text with the tokenizer's special tokens ([CLS] … [SEP]),
+        labels the ids and -100 on special tokens. ``token-classification``: the words with
+        special tokens, labels the word's class id on its first sub-token, -100 elsewhere.
+        ``sequence-classification``: the text with special tokens; ``labels`` one int.
+
+    Raises:
+        DataError: ``token-classification`` with a slow tokenizer (no ``word_ids``).
     """
-    prompt = tokenizer(example.prompt, add_special_tokens=False)["input_ids"] if example.prompt else []
-    completion = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
-    completion = completion + [tokenizer.eos_token_id]
-    input_ids = (prompt + completion)[:max_seq_len]
-    labels = ([IGNORE_INDEX] * len(prompt) + completion)[:max_seq_len]
-    return {"input_ids": input_ids, "labels": labels}
+    if task == "causal-lm":
+        prompt = (tokenizer(example.prompt, add_special_tokens=False)["input_ids"]
+                  if example.prompt else [])
+        completion = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
+        completion = completion + [tokenizer.eos_token_id]
+        input_ids = (prompt + completion)[:max_seq_len]
+        labels = ([IGNORE_INDEX] * len(prompt) + completion)[:max_seq_len]
+        return {"input_ids": input_ids, "labels": labels}
+    if task == "masked-lm":
+        enc = tokenizer(example.completion, truncation=max_seq_len is not None,
+                        max_length=max_seq_len, return_special_tokens_mask=True)
+        return {"input_ids": enc["input_ids"],
+                "labels": [IGNORE_INDEX if special else t for t, special in
+                           zip(enc["input_ids"], enc["special_tokens_mask"], strict=True)]}
+    if task == "sequence-classification":
+        enc = tokenizer(example.prompt, truncation=True, max_length=max_seq_len)
+        return {"input_ids": enc["input_ids"], "labels": label_ids[example.completion]}
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError("dataset.format 'tokens' needs a fast tokenizer (tokenizer.json), to map "
+                        "sub-word tokens back to words")
+    enc = tokenizer(example.words, is_split_into_words=True, truncation=True,
+                    max_length=max_seq_len)
+    labels, previous = [], None
+    for word in enc.word_ids():
+        first = word is not None and word != previous
+        labels.append(label_ids[example.tags[word]] if first else IGNORE_INDEX)
+        previous = word
+    return {"input_ids": enc["input_ids"], "labels": labels}
 
 
 def tokenize_all(
-    examples: list[Example], tokenizer: Any, max_seq_len: int
-) -> tuple[list[dict[str, list[int]]], int]:
-    """Tokenize examples, dropping those whose completion was truncated away entirely (their
-    loss would be 0/0 = NaN). Returns the rows and how many were dropped."""
-    rows = [tokenize(e, tokenizer, max_seq_len) for e in examples]
-    kept = [r for r in rows if any(label != IGNORE_INDEX for label in r["labels"])]
+    examples: list[Example], tokenizer: Any, max_seq_len: int | None, task: Task = "causal-lm",
+    label_ids: dict[str, int] | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Tokenize examples (see :func:`tokenize`), dropping those truncated to no label at all
+    (their loss would be 0/0 = NaN). Returns the rows and how many were dropped."""
+    rows = [tokenize(e, tokenizer, max_seq_len, task, label_ids) for e in examples]
+    kept = [r for r in rows if isinstance(r["labels"], int)
+            or any(label != IGNORE_INDEX for label in r["labels"])]
     return kept, len(rows) - len(kept)
 
 
-def pack(rows: list[dict[str, list[int]]], block_size: int) -> list[dict[str, list[int]]]:
-    """Concatenate tokenized rows (each already ending in EOS) and cut ``block_size`` blocks.
+def pack(rows: list[dict[str, Any]], block_size: int, documents: bool = True
+         ) -> list[dict[str, list[int]]]:
+    """Concatenate tokenized rows (documents) and cut ``block_size`` blocks of ``input_ids`` and
+    ``labels``, as transformers' ``run_clm.py``/``run_mlm.py`` examples do; the tail shorter
+    than a block is dropped.
 
-    The tail shorter than a block is dropped, as in transformers' ``run_clm.py`` example.
-    Labels equal the inputs (every token is a target).
+    With ``documents`` (causal LM) every block also has ``position_ids`` that restart at 0 at
+    the block's start and at each document's first token, and that first token is no label:
+    given ``position_ids`` and no attention mask, transformers attends only within a document
+    (``masking_utils.find_packed_sequence_indices``), so documents never see each other and
+    each is learned as if alone. Without it (masked LM) the rows' labels are kept as they are
+    (the masking collator replaces them).
     """
     stream = [t for r in rows for t in r["input_ids"]]
-    blocks = [stream[i:i + block_size] for i in range(0, len(stream) - block_size + 1, block_size)]
-    return [{"input_ids": b, "labels": list(b)} for b in blocks]
+    labels = [t for r in rows for t in r["labels"]]
+    starts = [i == 0 for r in rows for i in range(len(r["input_ids"]))]
+    blocks = []
+    for b in range(0, len(stream) - block_size + 1, block_size):
+        end = b + block_size
+        if not documents:
+            blocks.append({"input_ids": stream[b:end], "labels": labels[b:end]})
+            continue
+        positions, p = [], 0
+        for j, start in enumerate(starts[b:end]):
+            p = 0 if start or j == 0 else p + 1
+            positions.append(p)
+        blocks.append({
+            "input_ids": stream[b:end], "position_ids": positions,
+            "labels": [IGNORE_INDEX if start else t
+                       for t, start in zip(labels[b:end], starts[b:end], strict=True)]})
+    return blocks
 
 
 @dataclass
@@ -151,7 +285,10 @@ class PadCollator:
 
     Returns:
         dict of int64 tensors ``[batch, seq_len]``: ``input_ids`` (padded with
-        ``pad_token_id``), ``attention_mask`` (1 on real tokens), ``labels`` (-100 on padding).
+        ``pad_token_id``), ``attention_mask`` (1 on real tokens), ``labels`` (-100 on padding);
+        rows whose ``labels`` is one int (sequence classification) give ``labels`` ``[batch]``.
+        Blocks of :func:`pack` (equal length, with ``position_ids``) are stacked as they are,
+        with their ``position_ids`` and no attention mask, so documents stay apart.
     """
 
     pad_token_id: int
@@ -159,6 +296,12 @@ class PadCollator:
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         import torch
 
+        if "position_ids" in rows[0]:
+            return {k: torch.tensor([r[k] for r in rows], dtype=torch.long) for k in rows[0]}
+        if isinstance(rows[0]["labels"], int):
+            batch = self([{"input_ids": r["input_ids"], "labels": []} for r in rows])
+            batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=torch.long)
+            return batch
         width = max(len(r["input_ids"]) for r in rows)
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
@@ -166,6 +309,6 @@ class PadCollator:
         for i, r in enumerate(rows):
             n = len(r["input_ids"])
             ids[i, :n] = torch.tensor(r["input_ids"])
-            labels[i, :n] = torch.tensor(r["labels"])
+            labels[i, :len(r["labels"])] = torch.tensor(r["labels"], dtype=torch.long)
             mask[i, :n] = 1
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     import torch
 
 #: transformers auto class per task.
-AUTO_CLASSES = {"causal-lm": "AutoModelForCausalLM", "masked-lm": "AutoModelForMaskedLM"}
+AUTO_CLASSES = {"causal-lm": "AutoModelForCausalLM", "masked-lm": "AutoModelForMaskedLM",
+                "token-classification": "AutoModelForTokenClassification",
+                "sequence-classification": "AutoModelForSequenceClassification"}
 
 
 def locate(value: str, field: str, revision: str | None = None) -> str:
@@ -93,18 +95,20 @@ def ensure_pad_token(tokenizer: Any) -> Any:
 
 def load_pretrained(
     source: str, *, task: Task, dtype: torch.dtype, field: str, revision: str | None = None,
-    trust_remote_code: bool = False,
+    trust_remote_code: bool = False, labels: list[str] | None = None,
 ) -> tuple[Any, Any]:
     """Load model and tokenizer from a folder or cached hub id, offline, on CPU.
 
     Args:
         source: a folder or hub id, as returned by :func:`locate`.
-        task: ``causal-lm`` (``AutoModelForCausalLM``) or ``masked-lm``
-            (``AutoModelForMaskedLM``).
+        task: the head, see :data:`AUTO_CLASSES`.
         dtype: parameter dtype, e.g. ``torch.float32``.
         field: the spec key named in errors.
         revision: hub revision; ignored for folders.
         trust_remote_code: allow the model's own Python code (``auto_map``) to run.
+        labels: class names of a label task: the head gets ``len(labels)`` outputs and the
+            config ``id2label``/``label2id``; a head of another size in the folder is replaced
+            by a new one (``ignore_mismatched_sizes``).
 
     Returns:
         ``(model, tokenizer)``; the tokenizer has a pad token (see :func:`ensure_pad_token`).
@@ -122,8 +126,11 @@ def load_pretrained(
     auto = getattr(transformers, AUTO_CLASSES[task])
     kwargs = {"revision": revision, "trust_remote_code": trust_remote_code,
               "local_files_only": True}
+    head = {} if labels is None else {
+        "num_labels": len(labels), "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)}, "ignore_mismatched_sizes": True}
     try:
-        model = auto.from_pretrained(source, dtype=dtype, **kwargs)
+        model = auto.from_pretrained(source, dtype=dtype, **head, **kwargs)
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
     except ValueError as exc:
         if "Unrecognized configuration class" not in str(exc):
@@ -135,4 +142,9 @@ def load_pretrained(
         ) from None
     except OSError as exc:  # missing config.json / weights / tokenizer files
         raise TuneyardError(f"{field}: cannot load '{source}': {exc}") from exc
-    return model, ensure_pad_token(tokenizer)
+    tokenizer = ensure_pad_token(tokenizer)
+    if task == "sequence-classification" and model.config.pad_token_id is None:
+        # decoder sequence classifiers (e.g. LlamaForSequenceClassification) find each row's
+        # last real token by the pad id
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

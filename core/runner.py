@@ -26,11 +26,11 @@ from typing import Any, Protocol
 
 import yaml
 
-from tuneyard.core.components import EvalContext, EvalResult, Example
+from tuneyard.core.components import LABEL_TASKS, EvalContext, EvalResult, Example
 from tuneyard.core.engine import Composition, compose
 from tuneyard.core.errors import DataError, PluginError, PluginFailed, TuneyardError
-from tuneyard.core.formats import (IGNORE_INDEX, PadCollator, pack, resolve_columns, to_examples,
-                                   tokenize, tokenize_all)
+from tuneyard.core.formats import (IGNORE_INDEX, PadCollator, label_names, pack, resolve_columns,
+                                   to_examples, tokenize, tokenize_all)
 from tuneyard.core.plugins import Plugins, get_plugins
 from tuneyard.core.registry import Registry, now
 from tuneyard.core.spec import EvaluatorSpec, RunSpec
@@ -73,14 +73,28 @@ class Fanout:
 
 @dataclass
 class Data:
-    """A run's data after formatting and tokenization (deterministic given spec + seed)."""
+    """A run's data after formatting and tokenization (deterministic given spec + seed).
 
-    train_rows: list[dict[str, list[int]]]
+    Attributes:
+        train_rows: tokenized training rows (packed into blocks for a packing strategy).
+        eval_examples: held-out examples as text.
+        eval_rows: the held-out examples tokenized, one row each (see :class:`EvalContext`).
+        fingerprint: hash of the source's data, the dataset spec and the seed.
+        dropped: training examples truncated to no label.
+        collator: makes evaluation batches (right padding).
+        train_collator: makes training batches: padding, flattening (``training.packing``),
+            stacking blocks, or random masking (masked LM).
+        label_names: class names of a label task (id ``i`` is the ``i``-th), else ``None``.
+    """
+
+    train_rows: list[dict[str, Any]]
     eval_examples: list[Example]
-    eval_rows: list[dict[str, list[int]]]
+    eval_rows: list[dict[str, Any]]
     fingerprint: str
     dropped: int
     collator: PadCollator
+    train_collator: Any
+    label_names: list[str] | None
 
 
 def guarded(comp: Any, plugin_of: dict[str, str], action: str, fn: Any, *args: Any, **kw: Any):
@@ -139,12 +153,19 @@ def eval_size(n_rows: int, spec: RunSpec) -> int:
     return min(n_eval, spec.dataset.eval_limit or n_eval)
 
 
-def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
-    """Render rows in the spec's format, split off the held-out eval set, tokenize.
+def split(n_rows: int, spec: RunSpec) -> tuple[list[int], list[int]]:
+    """Row indices held out for evaluation and kept for training: a seeded shuffle
+    (``training.seed``), so the same spec always holds out the same rows, and training never
+    sees them."""
+    order = list(range(n_rows))
+    random.Random(spec.training.seed).shuffle(order)
+    n_eval = eval_size(n_rows, spec)
+    return order[:n_eval], order[n_eval:]
 
-    The split is a seeded shuffle (``training.seed``): the same spec always holds out the same
-    rows, and training never sees them.
-    """
+
+def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
+    """Render rows in the spec's format, split off the held-out eval set, tokenize for the run's
+    task, and choose the collators."""
     spec = comp.spec
     examples = to_examples(rows, spec.dataset.format, spec.dataset.columns, tokenizer)
     empty = sum(not e.completion.strip() for e in examples)
@@ -155,27 +176,55 @@ def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
     if empty:
         log.warning("%d of %d rows have an empty answer; they teach the model to stop at once",
                     empty, len(examples))
-    order = list(range(len(examples)))
-    random.Random(spec.training.seed).shuffle(order)
-    n_eval = eval_size(len(order), spec)
-    eval_examples = [examples[i] for i in order[:n_eval]]
-    train_examples = [examples[i] for i in order[n_eval:]]
+    held_out, kept = split(len(examples), spec)
+    eval_examples = [examples[i] for i in held_out]
+    names = label_names(examples, comp.task)
+    label_ids = {name: i for i, name in enumerate(names or [])}
     max_len = spec.training.max_seq_len
-    train_rows, dropped = tokenize_all(train_examples, tokenizer, max_len)
-    eval_rows, _ = tokenize_all(eval_examples, tokenizer, max_len)
+    whole = None if comp.strategy.pack else max_len  # documents are cut into blocks, not cut off
+    train_rows, dropped = tokenize_all([examples[i] for i in kept], tokenizer, whole,
+                                       comp.task, label_ids)
+    eval_rows, _ = tokenize_all(eval_examples, tokenizer, whole, comp.task, label_ids)
     if not train_rows:
         raise DataError(f"training.max_seq_len: {max_len} tokens cut off the answer of every "
                         "training row; raise it")
-    if comp.strategy.pack:
-        train_rows = pack(train_rows, max_len)
-        if not train_rows:
-            raise DataError(f"training.max_seq_len: the training text holds fewer than "
-                            f"{max_len} tokens, not one packed block; lower it or add text")
+    if comp.strategy.pack:  # the held-out text is cut into blocks as the training text is
+        documents = comp.task == "causal-lm"
+        train_rows, eval_rows = (pack(train_rows, max_len, documents),
+                                 pack(eval_rows, max_len, documents))
+        for name, blocks in (("training", train_rows), ("held-out", eval_rows)):
+            if not blocks:
+                raise DataError(f"training.max_seq_len: the {name} text holds fewer than "
+                                f"{max_len} tokens, not one packed block; lower it or add text "
+                                "(or raise dataset.eval_split)")
     digest = hashlib.sha256(json.dumps(
         [rows._fingerprint, spec.dataset.model_dump(mode="json"), spec.training.seed],
         sort_keys=True).encode())
+    collator = PadCollator(tokenizer.pad_token_id)
     return Data(train_rows, eval_examples, eval_rows, digest.hexdigest()[:16], dropped,
-                PadCollator(tokenizer.pad_token_id))
+                collator, train_collator(comp, tokenizer, collator), names)
+
+
+def train_collator(comp: Composition, tokenizer: Any, collator: PadCollator) -> Any:
+    """How training batches are made.
+
+    - masked LM: transformers ``DataCollatorForLanguageModeling`` (15% of tokens chosen, of
+      which 80% become [MASK], 10% a random token, 10% stay; Devlin et al. 2019, section 3.1),
+      drawing from torch's global RNG, which the Trainer seeds and restores on resume;
+    - blocks of a causal packing strategy: stacked as they are by :class:`PadCollator`, with
+      their per-document ``position_ids`` and no attention mask;
+    - ``training.packing``: ``DataCollatorWithFlattening``: the micro-batch's examples in one
+      row ``[1, total_tokens]``, ``position_ids`` restarting at each example and its first label
+      -100, so each example attends and is scored as if alone (no padding);
+    - otherwise right padding (:class:`PadCollator`).
+    """
+    from transformers import DataCollatorForLanguageModeling, DataCollatorWithFlattening
+
+    if comp.task == "masked-lm":
+        return DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    if comp.spec.training.packing:
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    return collator
 
 
 def evaluate(comp: Composition, plugins: Plugins, registry: Registry, run_id: str, model: Any,
@@ -189,7 +238,8 @@ def evaluate(comp: Composition, plugins: Plugins, registry: Registry, run_id: st
     for ev in comp.evaluators:
         progress.phase(f"evaluating {checkpoint}: {ev.name}")
         ctx = EvalContext(model, tokenizer, data.eval_examples, data.eval_rows, data.collator,
-                          torch.device(comp.device), comp.spec.training.eval_batch_size)
+                          torch.device(comp.device), comp.spec.training.eval_batch_size,
+                          comp.task, data.label_names)
         result = checked_result(ev, comp.plugin_of,
                                 guarded(ev, comp.plugin_of, "evaluate", ev.evaluate, ctx))
         registry.add_evaluation(run_id, checkpoint, ev.name, result.metrics, result.details)
@@ -238,12 +288,25 @@ def quiet_libraries() -> None:
     transformers.logging.disable_progress_bar()
 
 
-def load_model(comp: Composition, progress: Progress) -> tuple[Any, Any]:
+def load_model(comp: Composition, rows: Any, progress: Progress) -> tuple[Any, Any]:
+    """The model provider's ``(model, tokenizer)`` for the run's task, given the label names
+    of a label task and, to a provider that wants it, the training corpus."""
     import torch
 
     progress.phase(f"loading model ({comp.spec.model.provider})")
+    spec = comp.spec
+    fmt, columns = spec.dataset.format, spec.dataset.columns
+    extra: dict[str, Any] = {}
+    if comp.task in LABEL_TASKS:
+        extra["labels"] = label_names(to_examples(rows, fmt, columns, None), comp.task)
+    if comp.provider.wants_corpus:
+        def corpus() -> Iterator[str]:  # the training rows' text, rendered without a tokenizer
+            kept = rows.select(split(len(rows), spec)[1])
+            return (e.prompt + e.completion for e in to_examples(kept, fmt, columns, None))
+
+        extra["corpus"] = corpus
     loaded = guarded(comp.provider, comp.plugin_of, "load the model", comp.provider.load,
-                     task=comp.strategy.task, dtype=torch.float32)
+                     task=comp.task, dtype=torch.float32, **extra)
     if not (isinstance(loaded, tuple) and len(loaded) == 2 and hasattr(loaded[0], "to")):
         raise component_failed(comp.provider, comp.plugin_of,
                                f"load() returned {type(loaded).__name__}, not a (model, "
@@ -418,7 +481,7 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], spec: RunS
     set_seed(t.seed)
 
     rows = load_rows(comp, progress)
-    model, tokenizer = load_model(comp, progress)
+    model, tokenizer = load_model(comp, rows, progress)
     data = prepare_data(comp, rows, tokenizer)
     if data.dropped:
         log.warning("dropped %d training examples whose answer was truncated away "
@@ -449,10 +512,13 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], spec: RunS
         bf16=t.precision == "bf16", fp16=t.precision == "fp16", use_cpu=comp.device == "cpu",
         report_to=[], disable_tqdm=True, remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
+        eval_strategy="steps" if t.eval_steps else "no", eval_steps=t.eval_steps,
+        per_device_eval_batch_size=t.eval_batch_size, prediction_loss_only=True,
     )
     callback = RegistryCallback(registry, plugins, run_id, progress, stop)
     trainer = Trainer(model=model, args=args, train_dataset=data.train_rows,
-                      data_collator=data.collator, callbacks=[callback])
+                      eval_dataset=data.eval_rows if t.eval_steps else None,
+                      data_collator=data.train_collator, callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
     if checkpoint is not None:
         step = int(checkpoint.name.removeprefix("checkpoint-"))
@@ -495,18 +561,33 @@ def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
             raise PluginError(f"--evaluator: {exc}") from None
         chosen = [e for e in spec.evaluators if e.name == evaluator]
         spec.evaluators = chosen or [EvaluatorSpec(name=evaluator)]
+    comp = compose(spec, plugins)
+    model, tokenizer, data = trained_model(comp, run, progress)
+    return evaluate(comp, plugins, registry, run["id"], model, tokenizer, data, "final", progress)
+
+
+def trained_model(comp: Composition, run: dict[str, Any], progress: Progress
+                  ) -> tuple[Any, Any, Data]:
+    """The model of a finished run's final checkpoint (``<output_dir>/final``), on
+    ``comp.device`` in eval mode, with its tokenizer and the run's data (the same held-out split
+    as in training): the base model from the run's model provider, then the strategy's
+    :meth:`~tuneyard.core.components.TrainingStrategy.load_checkpoint`.
+
+    Raises:
+        TuneyardError: the run has no final checkpoint; as for a run (data, model).
+    """
     final = Path(run["output_dir"] or "") / "final"
     if not final.is_dir():
         raise TuneyardError(f"run {run['id']} has no final checkpoint at {final} "
                             f"(status: {run['status']})")
-    comp = compose(spec, plugins)
     rows = load_rows(comp, progress)
-    base, tokenizer = load_model(comp, progress)
+    base, tokenizer = load_model(comp, rows, progress)
     model = guarded(comp.strategy, comp.plugin_of, "load its checkpoint",
                     comp.strategy.load_checkpoint, base, str(final))
     model.to(comp.device)
+    model.eval()
     data = prepare_data(comp, rows, tokenizer)
-    return evaluate(comp, plugins, registry, run["id"], model, tokenizer, data, "final", progress)
+    return model, tokenizer, data
 
 
 def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress: Progress,
@@ -516,7 +597,10 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
 
     Per logged step it writes ``loss``, ``learning_rate``, ``grad_norm``, ``epoch`` and
     ``tokens_per_s`` (non-padding input tokens per second of wall time since the previous log)
-    in one registry transaction and fires ``on_step_end``. When ``stop`` is set it asks the
+    in one registry transaction and fires ``on_step_end``. After each Trainer evaluation
+    (``training.eval_steps``) it writes ``eval_loss``: the mean of the model's loss over the
+    held-out batches (transformers ``Trainer.evaluate``; each batch's loss is its mean per
+    label token). When ``stop`` is set it asks the
     Trainer to save a checkpoint and end after this step. It only records and sets flags: the
     Trainer's loop does the work.
     """
@@ -549,6 +633,12 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
             plugins.fire("on_step_end", run_id=run_id, step=state.global_step, metrics=metrics)
             progress.step(state.global_step, state.max_steps, metrics)
 
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if metrics and "eval_loss" in metrics:
+                registry.add_metrics(run_id, state.global_step,
+                                     {"eval_loss": float(metrics["eval_loss"])})
+                self.last_time = time.perf_counter()  # evaluation time is not training time
+
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             registry.add_checkpoint(run_id, state.global_step, str(path))
@@ -562,12 +652,16 @@ def preview_data(spec: RunSpec, plugins: Plugins, n_rows: int = 5) -> dict[str, 
     """The first ``n_rows`` rows of a spec's dataset as the model will see them.
 
     Loads the dataset source and the model provider's tokenizer (and model), renders the rows
-    in ``dataset.format`` and tokenizes them with ``training.max_seq_len`` as a run would.
+    in ``dataset.format`` and tokenizes them for the run's task with ``training.max_seq_len``
+    as a run would.
 
     Returns:
-        ``{"source", "format", "total_rows", "rows": [{"prompt", "completion", "n_tokens",
-        "n_trained", "tokens": [{"text", "trained"}]}]}``; ``trained`` marks label tokens
-        (those the loss is taken on), ``text`` is each token decoded on its own.
+        ``{"source", "format", "task", "total_rows", "rows": [{"prompt", "completion",
+        "n_tokens", "n_trained", "tokens": [{"text", "trained"}]}]}``; ``text`` is each token
+        decoded on its own; ``trained`` marks label tokens: those the loss is taken on (causal
+        LM), those that may be masked (masked LM), the first sub-token of each word (token
+        classification, which also gives the token's ``label``). A sequence-classification row
+        has its class in ``label`` and no trained token.
 
     Raises:
         DataError, PluginError, SpecError: as for a run, before anything is written.
@@ -575,16 +669,28 @@ def preview_data(spec: RunSpec, plugins: Plugins, n_rows: int = 5) -> dict[str, 
     progress = LogProgress()
     comp = compose(spec, plugins)
     rows = load_rows(comp, progress)
-    _, tokenizer = load_model(comp, progress)
+    _, tokenizer = load_model(comp, rows, progress)
+    fmt, columns = spec.dataset.format, spec.dataset.columns
+    names = label_names(to_examples(rows, fmt, columns, None), comp.task) or []
+    label_ids = {name: i for i, name in enumerate(names)}
     head = rows.select(range(min(n_rows, len(rows))))
     shown = []
-    for ex in to_examples(head, spec.dataset.format, spec.dataset.columns, tokenizer):
-        tok = tokenize(ex, tokenizer, spec.training.max_seq_len)
-        tokens = [{"text": tokenizer.decode([i]), "trained": label != IGNORE_INDEX}
-                  for i, label in zip(tok["input_ids"], tok["labels"], strict=True)]
+    for ex in to_examples(head, fmt, columns, tokenizer):
+        tok = tokenize(ex, tokenizer, spec.training.max_seq_len, comp.task, label_ids)
+        labels = tok["labels"]
+        row_label = None
+        if isinstance(labels, int):  # sequence classification: one class for the whole row
+            row_label, labels = names[labels], [IGNORE_INDEX] * len(tok["input_ids"])
+        tokens = []
+        for i, label in zip(tok["input_ids"], labels, strict=True):
+            token = {"text": tokenizer.decode([i]), "trained": label != IGNORE_INDEX}
+            if names and label != IGNORE_INDEX:
+                token["label"] = names[label]
+            tokens.append(token)
         shown.append({"prompt": ex.prompt, "completion": ex.completion, "n_tokens": len(tokens),
-                      "n_trained": sum(t["trained"] for t in tokens), "tokens": tokens})
-    return {"source": spec.dataset.source, "format": spec.dataset.format,
+                      "n_trained": sum(t["trained"] for t in tokens), "tokens": tokens,
+                      **({"label": row_label} if row_label is not None else {})})
+    return {"source": spec.dataset.source, "format": fmt, "task": comp.task,
             "total_rows": len(rows), "rows": shown}
 
 

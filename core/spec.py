@@ -17,8 +17,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       field_validator, model_validator)
 
 from tuneyard.core.errors import SpecError
-
-FORMATS = ("text", "instruction", "chat")
+from tuneyard.core.formats import FIELDS, FORMAT_TASKS
 
 
 class _Strict(BaseModel):
@@ -30,10 +29,11 @@ class DatasetSpec(_Strict):
 
     source: str
     options: dict[str, Any] = {}
-    format: Literal["text", "instruction", "chat"] = Field(
+    format: Literal[tuple(FORMAT_TASKS)] = Field(  # type: ignore[valid-type]
         "instruction",
-        description="text: train on all tokens; instruction: prompt/completion columns; "
-        "chat: a list of messages rendered with the tokenizer's chat template",
+        description="text: train on all tokens; instruction/alpaca: prompt/completion columns; "
+        "chat/sharegpt: a list of messages rendered with the tokenizer's chat template; "
+        "tokens: words with a tag each (NER); label: text with a class",
     )
     columns: dict[str, str] = Field(
         {}, description="format field → dataset column, e.g. {output: gloss}"
@@ -44,8 +44,6 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _columns_fit_format(self) -> DatasetSpec:
-        from tuneyard.core.formats import FIELDS
-
         for name in self.columns:
             if name not in FIELDS[self.format]:
                 close = difflib.get_close_matches(name, list(FIELDS[self.format]), n=1)
@@ -99,6 +97,11 @@ class TrainingSpec(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     max_seq_len: int = Field(512, gt=1, description="tokens; longer rows are truncated")
+    packing: bool = Field(
+        False, description="causal-LM fine-tuning: put each micro-batch's examples in one "
+        "sequence with no padding, attention and position ids kept per example "
+        "(transformers DataCollatorWithFlattening); same loss, fewer wasted tokens",
+    )
     seed: int = 0
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="mixed precision; fp16 needs CUDA, bf16 a GPU or CPU with bf16"
@@ -109,6 +112,11 @@ class TrainingSpec(_Strict):
         None, gt=0, description="checkpoint every N steps (None = only at the end)"
     )
     eval_batch_size: int = Field(8, gt=0)
+    eval_steps: int | None = Field(
+        None, gt=0, description="every N steps, the Trainer's loss on the held-out set is "
+        "recorded as metric eval_loss (a validation curve; None = only the evaluators at the "
+        "start and end)",
+    )
     telemetry_interval_s: float = Field(
         1.0, ge=0, description="seconds between device telemetry samples (0 = off)"
     )

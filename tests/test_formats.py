@@ -7,7 +7,7 @@ from transformers import AutoTokenizer
 
 from tuneyard.core.components import Example
 from tuneyard.core.errors import DataError
-from tuneyard.core.formats import (ALPACA_PROMPT, IGNORE_INDEX, PadCollator, pack,
+from tuneyard.core.formats import (ALPACA_PROMPT, IGNORE_INDEX, PadCollator, label_names, pack,
                                    to_examples, tokenize, tokenize_all)
 
 
@@ -79,5 +79,127 @@ def test_pack_concatenates_with_eos_and_drops_the_tail(tok):
     blocks = pack(rows, 4)
     assert [b["input_ids"] for b in blocks] == [stream[i:i + 4] for i in
                                                 range(0, len(stream) // 4 * 4, 4)]
-    assert all(b["labels"] == b["input_ids"] for b in blocks)
     assert stream.count(tok.eos_token_id) == 3
+    # each document's first token is no label and restarts the positions; so does a block
+    starts = {0, len(rows[0]["input_ids"]), len(rows[0]["input_ids"]) + len(rows[1]["input_ids"])}
+    for b, block in enumerate(blocks):
+        expected_labels, expected_positions, p = [], [], 0
+        for j, token in enumerate(block["input_ids"]):
+            first = 4 * b + j in starts
+            expected_labels.append(IGNORE_INDEX if first else token)
+            p = 0 if first or j == 0 else p + 1
+            expected_positions.append(p)
+        assert block["labels"] == expected_labels
+        assert block["position_ids"] == expected_positions
+    # masked LM: the rows' labels are kept as they are, no positions (the collator masks)
+    labels = [t for r in rows for t in r["labels"]]
+    assert pack(rows, 4, documents=False) == [
+        {"input_ids": b["input_ids"], "labels": labels[4 * i:4 * i + 4]}
+        for i, b in enumerate(blocks)]
+
+
+# -- alpaca, sharegpt ----------------------------------------------------------------------
+def test_alpaca_format_uses_the_alpaca_template_although_a_chat_template_exists(tok):
+    assert tok.chat_template  # instruction rows would use it; alpaca rows must not
+    rows = [{"instruction": "define cat", "input": "", "output": "a small animal"},
+            {"instruction": "define cat", "input": "in one word", "output": "feline"}]
+    plain, with_input = to_examples(rows, "alpaca", {}, tok)
+    assert plain == Example(
+        "Below is an instruction that describes a task. Write a response that appropriately "
+        "completes the request.\n\n### Instruction:\ndefine cat\n\n### Response:\n",
+        "a small animal")
+    assert with_input == Example(
+        "Below is an instruction that describes a task, paired with an input that provides "
+        "further context. Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\ndefine cat\n\n### Input:\nin one word\n\n### Response:\n", "feline")
+
+
+def test_sharegpt_maps_human_gpt_system_to_a_chat_example(tok):
+    turns = [{"from": "system", "value": "be brief"}, {"from": "human", "value": "hi"},
+             {"from": "gpt", "value": "hello"}, {"from": "human", "value": "define cat"},
+             {"from": "gpt", "value": "a small animal"}]
+    [ex] = to_examples([{"conversations": turns}], "sharegpt", {}, tok)
+    assert ex == Example(
+        "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+        "<|im_start|>assistant\nhello<|im_end|>\n<|im_start|>user\ndefine cat<|im_end|>\n"
+        "<|im_start|>assistant\n", "a small animal")
+
+
+def test_sharegpt_unknown_from_names_the_row_and_turn(tok):
+    good = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}
+    bad = {"conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "yo"}]}
+    with pytest.raises(DataError) as err:
+        to_examples([good, bad], "sharegpt", {}, tok)
+    assert str(err.value) == ("dataset row 2: sharegpt turn 2 is from 'bot'; expected one of "
+                              "system, human, gpt")
+
+
+# -- tokens, label (a tiny BERT WordPiece tokenizer) ---------------------------------------
+WORDPIECE = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "john", "met", "new", "##york",
+             "##ers", "in", "paris", "good", "bad", "film", "the", "cat", "sat"]
+PAD, CLS, SEP = 0, 2, 3
+
+
+@pytest.fixture(scope="module")
+def bert_tok(wordpiece):
+    """Splits "newyorkers" into ``new ##york ##ers``."""
+    return wordpiece(WORDPIECE)
+
+
+def test_tokens_label_goes_on_the_first_sub_token_only(bert_tok):
+    row = {"tokens": ["John", "met", "newyorkers", "in", "Paris"],
+           "tags": ["B-per", "O", "B-misc", "O", "B-loc"]}
+    [ex] = to_examples([row], "tokens", {}, bert_tok)
+    assert (ex.words, ex.tags) == (row["tokens"], row["tags"])
+    assert ex.prompt == "John met newyorkers in Paris"
+    names = label_names([ex], "token-classification")
+    assert names == ["B-loc", "B-misc", "B-per", "O"]
+    out = tokenize(ex, bert_tok, 32, "token-classification",
+                   {name: i for i, name in enumerate(names)})
+    assert bert_tok.convert_ids_to_tokens(out["input_ids"]) == [
+        "[CLS]", "john", "met", "new", "##york", "##ers", "in", "paris", "[SEP]"]
+    #                   [CLS] john met  new ##york ##ers in paris [SEP]
+    assert out["labels"] == [-100, 2, 3, 1, -100, -100, 3, 0, -100]
+
+
+def test_tokens_row_with_more_words_than_tags_is_refused(bert_tok):
+    rows = [{"tokens": ["john"], "tags": ["B-per"]},
+            {"tokens": ["john", "met", "mary"], "tags": ["B-per", "O"]}]
+    with pytest.raises(DataError) as err:
+        to_examples(rows, "tokens", {}, bert_tok)
+    assert str(err.value) == ("dataset row 2: 3 tokens but 2 tags; a tokens row has one tag "
+                              "per word")
+
+
+def test_label_names_are_sorted_and_only_for_label_tasks():
+    tagged = [Example("", "", words=["a", "b"], tags=["O", "I-per"]),
+              Example("", "", words=["c"], tags=["B-per"])]
+    assert label_names(tagged, "token-classification") == ["B-per", "I-per", "O"]
+    texts = [Example("x", "pos"), Example("y", "neg"), Example("z", "neutral"),
+             Example("w", "neg")]
+    assert label_names(texts, "sequence-classification") == ["neg", "neutral", "pos"]
+    assert label_names(texts, "causal-lm") is None
+
+
+def test_label_format_gives_one_int_label_and_a_batch_of_them(bert_tok):
+    rows = [{"text": "good film", "label": "pos"}, {"sentence": "the cat", "label": 1}]
+    good, cat = to_examples(rows[:1], "label", {}, None) + to_examples(
+        rows[1:], "label", {"text": "sentence"}, None)
+    assert good == Example("good film", "pos") and cat == Example("the cat", "1")
+    label_ids = {"1": 0, "pos": 1}
+    a = tokenize(good, bert_tok, 32, "sequence-classification", label_ids)
+    b = tokenize(Example("bad film the cat sat", "1"), bert_tok, 32,
+                 "sequence-classification", label_ids)
+    assert a == {"input_ids": [CLS, 12, 14, SEP], "labels": 1}
+    assert b["labels"] == 0 and len(b["input_ids"]) == 7
+    batch = PadCollator(PAD)([a, b])
+    assert batch["labels"].shape == (2,) and batch["labels"].tolist() == [1, 0]
+    assert batch["input_ids"].tolist() == [[CLS, 12, 14, SEP, PAD, PAD, PAD], b["input_ids"]]
+    assert batch["attention_mask"].tolist() == [[1] * 4 + [0] * 3, [1] * 7]
+
+
+def test_masked_lm_labels_every_token_but_the_special_ones(bert_tok):
+    row = tokenize(Example("", "the cat sat"), bert_tok, 32, "masked-lm")
+    assert row == {"input_ids": [CLS, 15, 16, 17, SEP], "labels": [-100, 15, 16, 17, -100]}
+    cut = tokenize(Example("", "the cat sat"), bert_tok, 4, "masked-lm")
+    assert cut == {"input_ids": [CLS, 15, 16, SEP], "labels": [-100, 15, 16, -100]}

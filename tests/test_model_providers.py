@@ -227,10 +227,19 @@ def test_gguf_missing_file(tmp_path):
     assert gguf.model_id() == "model.Q4_0"
 
 
-def test_gguf_masked_lm_refused(tmp_path):
-    with pytest.raises(TuneyardError, match="GGUF files hold causal language models"):
-        provider(GGUFModel, path=str(tmp_path / "x.gguf")).load(
-            task="masked-lm", dtype=torch.float32)
+def test_gguf_masked_lm_refused_before_anything_loads(tmp_path):
+    from tuneyard.core.engine import compose
+    from tuneyard.core.plugins import get_plugins
+    from tuneyard.core.spec import validate_spec
+
+    spec = validate_spec({
+        "dataset": {"source": "text", "options": {"path": "x.txt"}, "format": "text"},
+        "model": {"provider": "gguf", "options": {"path": str(tmp_path / "x.gguf")}},
+        "strategy": {"name": "pretrain-mlm"}})
+    with pytest.raises(SpecError) as err:
+        compose(spec, get_plugins())
+    assert str(err.value) == ("spec: model.provider: 'gguf' builds causal-lm models, not the "
+                              "masked-lm model strategy 'pretrain-mlm' trains")
 
 
 def test_gguf_cache_dir_default_follows_env(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ def text_file(tmp_path) -> Path:
     return path
 
 
-PINNED_FINAL_LOSS = {"full": 4.15227, "lora": 5.42330, "pretrain-clm": 3.69045}
+PINNED_FINAL_LOSS = {"full": 4.15227, "lora": 5.42330, "pretrain-clm": 3.61001}
 
 
 @pytest.mark.parametrize("strategy,lr", [("full", 3e-3), ("lora", 5e-3)])
@@ -130,3 +130,19 @@ def test_plugins_list_shows_every_builtin_component(tmp_path):
     rows = sqlite3.connect(tmp_path / "r.db").execute(
         "SELECT kind, name, plugin FROM components WHERE name = 'lora'").fetchall()
     assert rows == [("strategy", "lora", "strategy-lora")]
+
+
+def test_eval_steps_record_the_held_out_loss_during_training(tmp_path, qa_jsonl, make_spec):
+    """training.eval_steps: 4 over 12 steps → eval_loss metric rows at steps 4, 8 and 12. The 8
+    held-out rows fit one eval batch, so the Trainer's mean loss of that batch (per label token)
+    equals the perplexity evaluator's token-weighted eval_loss of the final model."""
+    reg = tmp_path / "registry.db"
+    spec = make_spec(qa_jsonl, **{"training.eval_steps": 4})
+    assert tuneyard(reg, "run", str(spec)).exit_code == 0
+    run = only_run(reg)
+    curve = Registry(reg).metrics(run["id"], "eval_loss")
+    assert [step for step, _ in curve] == [4, 8, 12]
+    assert curve[0][1] > curve[-1][1]
+    final = next(e["value"] for e in Registry(reg).evaluations(run["id"])
+                 if e["checkpoint"] == "final" and e["metric"] == "eval_loss")
+    assert curve[-1][1] == pytest.approx(final, rel=1e-4)

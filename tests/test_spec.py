@@ -42,8 +42,8 @@ evaluators:
 TRAINING_KEYS = (
     "(valid: max_steps, micro_batch_size, gradient_accumulation_s"
     "teps, learning_rate, lr_scheduler, warmup_steps, weight_deca"
-    "y, max_grad_norm, max_seq_len, seed, precision, device, logg"
-    "ing_steps, save_steps, eval_batch_size, telemetry_interval_s)")
+    "y, max_grad_norm, max_seq_len, packing, seed, precision, device, logg"
+    "ing_steps, save_steps, eval_batch_size, eval_steps, telemetry_interval_s)")
 
 
 def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
@@ -130,7 +130,7 @@ def test_errors_in_list_items_and_several_errors(tmp_path):
         "  format: instruction\n", "  format: prose\n")
     path = write(tmp_path, text)
     assert spec_error(path).splitlines() == [
-        f"{path}:5: dataset.format: Input should be 'text', 'instruction' or 'chat'",
+        f"{path}:5: dataset.format: Input should be 'text', 'instruction', 'alpaca', 'chat', 'sharegpt', 'tokens' or 'label'",
         f"{path}:20: evaluators.1.name: Field required",
         f"{path}:20: evaluators.1.nam: unknown key; did you mean 'name'? (valid: name, options)",
     ]

@@ -36,12 +36,14 @@ class Perplexity(Evaluator):
     name = "perplexity"
     description = "Token-weighted cross-entropy (eval_loss, nats/token) and perplexity"
     Options = PerplexityOptions
+    tasks = ("causal-lm",)
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         """Run the model over ``ctx.eval_dataset`` in batches of ``ctx.batch_size``.
 
         Each batch from ``ctx.collator`` holds ``input_ids``, ``attention_mask`` and ``labels``
-        (int64, ``[batch, seq_len]``, right padding, ``labels`` = -100 on prompt and padding).
+        (int64, ``[batch, seq_len]``, right padding, ``labels`` = -100 on prompt and padding),
+        or, for pre-training blocks, ``position_ids`` instead of the mask (documents apart).
         Logits (``[batch, seq_len, vocab]``) are cast to float32; position ``t`` predicts the
         label at ``t + 1`` (``logits[:, :-1]`` against ``labels[:, 1:]``), so a label in the
         first column is never scored. The NLL is summed (``reduction="sum"``,
@@ -71,11 +73,10 @@ class Perplexity(Evaluator):
                 batch = ctx.collator(
                     [ctx.eval_dataset[i] for i in range(start, min(start + ctx.batch_size, rows))]
                 )
-                labels = batch["labels"].to(ctx.device)  # [batch, seq_len]
-                logits = ctx.model(
-                    input_ids=batch["input_ids"].to(ctx.device),
-                    attention_mask=batch["attention_mask"].to(ctx.device),
-                ).logits.float()  # [batch, seq_len, vocab]
+                labels = batch.pop("labels").to(ctx.device)  # [batch, seq_len]
+                inputs = {k: v.to(ctx.device) for k, v in batch.items()}  # ids, mask/positions
+                # no KV cache: with one, transformers ignores position_ids' document bounds
+                logits = ctx.model(**inputs, use_cache=False).logits.float()  # [b, seq, vocab]
                 targets = labels[:, 1:]  # [batch, seq_len - 1]
                 nll = F.cross_entropy(
                     logits[:, :-1].reshape(-1, logits.shape[-1]),  # [batch * (seq_len - 1), vocab]

@@ -151,6 +151,7 @@ class GGUFModel(ModelProvider):
     name = "gguf"
     description = "GGUF file (e.g. from llama.cpp), converted once to a trainable HF folder"
     Options = GGUFOptions
+    tasks = ("causal-lm",)
 
     def gguf_path(self) -> Path:
         """The resolved ``.gguf`` file.
@@ -170,7 +171,7 @@ class GGUFModel(ModelProvider):
         root = Path(self.options.cache_dir).expanduser() if self.options.cache_dir else None
         return (root or default_cache_dir()) / cache_key(self.gguf_path())
 
-    def load(self, *, task: Task, dtype: torch.dtype) -> tuple[Any, Any]:
+    def load(self, *, task: Task, dtype: torch.dtype, **kwargs: Any) -> tuple[Any, Any]:
         """Convert the file on first use, then load the cached folder in ``dtype`` on CPU.
 
         Returns:
@@ -178,13 +179,8 @@ class GGUFModel(ModelProvider):
             (SmolLM2: ``<|im_end|>``, id 2).
 
         Raises:
-            TuneyardError: ``task`` is not ``causal-lm``, or ``model.options.path`` is missing.
+            TuneyardError: ``model.options.path`` is missing.
         """
-        if task != "causal-lm":
-            raise TuneyardError(
-                f"model.provider gguf: GGUF files hold causal language models; the strategy "
-                f"needs a {task} model (use provider hf or scratch)"
-            )
         gguf = self.gguf_path()
         folder = self.cached_folder()
         if not (folder / "config.json").exists():

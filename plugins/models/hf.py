@@ -47,9 +47,13 @@ class HFModel(ModelProvider):
     name = "hf"
     description = "transformers model from a local folder or a hub id already in the HF cache"
     Options = HFOptions
+    tasks = ("causal-lm", "masked-lm", "token-classification", "sequence-classification")
 
-    def load(self, *, task: Task, dtype: torch.dtype) -> tuple[Any, Any]:
-        """Load the model for ``task`` in ``dtype`` on CPU, and its tokenizer.
+    def load(self, *, task: Task, dtype: torch.dtype, labels: list[str] | None = None,
+             **kwargs: Any) -> tuple[Any, Any]:
+        """Load the model for ``task`` in ``dtype`` on CPU, and its tokenizer; for a label task
+        the head is sized by ``labels`` (newly initialised when the folder has none, e.g. a
+        classifier on an encoder checkpoint).
 
         Raises:
             TuneyardError: ``model.options.path`` is not an existing folder nor in the local HF
@@ -59,7 +63,7 @@ class HFModel(ModelProvider):
         source = locate(self.options.path, field, self.options.revision)
         return load_pretrained(
             source, task=task, dtype=dtype, field=field, revision=self.options.revision,
-            trust_remote_code=self.options.trust_remote_code,
+            trust_remote_code=self.options.trust_remote_code, labels=labels,
         )
 
     def model_id(self) -> str:

@@ -25,10 +25,17 @@ class LoraOptions(BaseModel):
     adapter_name: str = Field("default", description="peft adapter name")
 
 
+#: model class name suffix → peft task type; a classifier's new head is then trained in full
+#: and saved with the adapter (peft's ``modules_to_save`` for ``TOKEN_CLS``/``SEQ_CLS``).
+PEFT_TASK_TYPES = {"ForCausalLM": "CAUSAL_LM", "ForTokenClassification": "TOKEN_CLS",
+                   "ForSequenceClassification": "SEQ_CLS"}
+
+
 class LoRA(TrainingStrategy):
     """Freezes the base model and trains rank-``r`` adapters on ``target_modules``.
 
-    Checkpoints are peft adapter folders (``adapter_config.json`` + ``adapter_model.safetensors``).
+    Checkpoints are peft adapter folders (``adapter_config.json`` + ``adapter_model.safetensors``);
+    for a classifier they also hold its head.
     """
 
     name = "lora"
@@ -41,9 +48,12 @@ class LoRA(TrainingStrategy):
         from peft import LoraConfig, get_peft_model
 
         o = self.options
+        model_class = type(model).__name__
+        task_type = next((t for suffix, t in PEFT_TASK_TYPES.items()
+                          if model_class.endswith(suffix)), None)
         config = LoraConfig(
             r=o.r, lora_alpha=o.alpha, lora_dropout=o.dropout, target_modules=o.target_modules,
-            task_type="CAUSAL_LM",
+            task_type=task_type,
         )
         try:
             return get_peft_model(model, config, adapter_name=o.adapter_name)

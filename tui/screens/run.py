@@ -270,8 +270,10 @@ class RunScreen(Polling, Screen):
     def _draw_curves(self) -> None:
         empty = Series()
         curves: dict[str, Any] = {"train loss": self.series.get("loss", empty)}
-        if self._eval_loss[0]:
-            curves["eval loss"] = self._eval_loss
+        during = self.series.get("eval_loss", empty).points()  # training.eval_steps
+        points = sorted([*zip(*self._eval_loss), *zip(*during)])
+        if points:
+            curves["eval loss"] = tuple(map(list, zip(*points)))
         self.query_one("#loss", MetricPlot).show(curves)
         self.query_one("#lr", MetricPlot).show(
             {"learning rate": self.series.get("learning_rate", empty)})
