@@ -218,6 +218,8 @@ def test_wordnet_parse_line_exact_values():
         "instruction": 'Define the word "able" (adjective).',
         "output": "(usually followed by `to') having the necessary means or skill or "
                   "know-how or authority to do something",
+        "question": "Which adjective means \"(usually followed by `to') having the necessary "
+                    "means or skill or know-how or authority to do something\"?",
     }]
     words = parse_line(GALORE)
     assert [r["word"] for r in words] == ["abounding", "galore"]
@@ -239,7 +241,8 @@ def test_wordnet_small_folder_limit_and_errors(tmp_path):
     (tmp_path / "data.adj").write_text(header + ABLE + GALORE)
     ds = load(WordnetSource, path=str(tmp_path), pos=["adjective"])
     assert ds["word"] == ["able", "abounding", "galore"]
-    assert ds.column_names == ["word", "pos", "definition", "examples", "instruction", "output"]
+    assert ds.column_names == ["word", "pos", "definition", "examples", "instruction", "output",
+                               "question"]
     short = load(WordnetSource, path=str(tmp_path), pos=["adjective"], max_definition_words=3)
     assert short["word"] == ["abounding", "galore"]
     with pytest.raises(DataError) as err:

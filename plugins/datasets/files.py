@@ -89,6 +89,25 @@ def finish(ds: datasets.Dataset, value: str, limit: int | None) -> datasets.Data
     return ds
 
 
+def read_text(file: Path, encoding: str) -> str:
+    """The content of ``file`` decoded with ``encoding``, line endings normalised to ``\\n``
+    and a leading byte-order mark removed.
+
+    Raises:
+        DataError: the file cannot be decoded (the message says to set the ``encoding``
+            option), or ``encoding`` is not a known codec.
+    """
+    try:
+        return file.read_text(encoding=encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{file}: cannot decode as {encoding} ({exc.reason} at byte {exc.start}); "
+            "set the 'encoding' option, e.g. encoding: latin-1"
+        ) from None
+    except LookupError:
+        raise DataError(f"encoding '{encoding}': unknown text encoding") from None
+
+
 def columns_dataset(rows: list[dict[str, Any]], where: str) -> datasets.Dataset:
     """Rows (dicts, possibly with different keys; a missing key becomes ``None``) → Dataset.
 
@@ -252,15 +271,7 @@ class TextSource(DatasetSource):
         opts = self.options
         texts: list[str] = []
         for file in find_files(opts.path):
-            try:
-                content = file.read_text(encoding=opts.encoding)
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"{file}: cannot decode as {opts.encoding} ({exc.reason} at byte "
-                    f"{exc.start}); set the 'encoding' option, e.g. encoding: latin-1"
-                ) from None
-            except LookupError:
-                raise DataError(f"encoding '{opts.encoding}': unknown text encoding") from None
+            content = read_text(file, opts.encoding)
             if opts.by == "file":
                 texts += [content] if content.strip() else []
             else:

@@ -36,7 +36,7 @@ SS_TYPES: dict[str, str] = {"n": "noun", "v": "verb", "a": "adjective", "s": "ad
                             "r": "adverb"}
 MARKER = re.compile(r"\((?:a|p|ip)\)$")
 QUOTED = re.compile(r'"([^"]*)"')
-COLUMNS = ("word", "pos", "definition", "examples", "instruction", "output")
+COLUMNS = ("word", "pos", "definition", "examples", "instruction", "output", "question")
 
 
 class WordnetOptions(BaseModel):
@@ -81,7 +81,8 @@ def parse_line(line: str) -> list[dict]:
     definition = definition.strip().rstrip(";").strip()
     return [
         {"word": w, "pos": pos, "definition": definition, "examples": examples,
-         "instruction": f'Define the word "{w}" ({pos}).', "output": definition}
+         "instruction": f'Define the word "{w}" ({pos}).', "output": definition,
+         "question": f'Which {pos} means "{definition}"?'}
         for w in words
     ]
 
@@ -93,7 +94,9 @@ class WordnetSource(DatasetSource):
     adjective markers removed), ``pos`` (noun, verb, adjective or adverb), ``definition`` (the
     gloss up to its first quoted example), ``examples`` (the quoted usage examples),
     ``instruction`` (``Define the word "dog" (noun).``) and ``output`` (= ``definition``), so
-    the ``instruction`` row format needs no column mapping.
+    the ``instruction`` row format needs no column mapping, and ``question`` (``Which noun
+    means "a member of the genus Canis"?``) for the reverse question, whose answer is ``word``
+    (``dataset.columns: {instruction: question, output: word}``).
 
     Rows follow the files' order (pos in the order of the ``pos`` option), unless ``limit`` is
     set: then a seeded random sample of ``limit`` rows is taken, in random order, so a small
