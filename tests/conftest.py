@@ -66,6 +66,29 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def wordpiece():
+    """Factory: ``wordpiece(vocab)`` → a BERT-style WordPiece fast tokenizer over ``vocab``
+    (which starts ``[PAD] [UNK] [CLS] [SEP] [MASK]``, ids 0–4): lower-cases, splits
+    "cats" into ``cat ##s`` when both are in ``vocab``, wraps texts in ``[CLS] … [SEP]``."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    def make(vocab: list[str]) -> PreTrainedTokenizerFast:
+        assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+            sep_token="[SEP]", mask_token="[MASK]")
+
+    return make
+
+
 @pytest.fixture
 def fresh_venv(tmp_path, monkeypatch) -> Path:
     """A new virtual environment (its ``python`` returned) that sees this one's packages

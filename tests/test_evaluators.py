@@ -1,4 +1,4 @@
-"""Evaluators ``perplexity``, ``exact-match`` and ``rouge``."""
+"""Evaluators ``perplexity``, ``exact-match``, ``rouge`` and ``bleu``."""
 
 from __future__ import annotations
 
@@ -300,7 +300,9 @@ def test_plugins_register_their_evaluators():
     plugins.register_plugin(perplexity, "evaluator-perplexity")
     plugins.register_plugin(generation, "evaluator-generation")
     plugins.collect_components()
-    assert sorted(plugins.components["evaluator"]) == ["exact-match", "perplexity", "rouge"]
+    evaluators = plugins.components["evaluator"]
+    assert sorted(evaluators) == ["bleu", "exact-match", "perplexity", "rouge"]
+    assert all(info.cls.tasks == ("causal-lm",) for info in evaluators.values())
     assert all(not info.errors for info in plugins.infos.values())
 
 
@@ -308,7 +310,78 @@ def test_importing_the_plugins_does_not_import_torch():
     code = (
         "import sys, tuneyard.plugins.evaluators.perplexity, "
         "tuneyard.plugins.evaluators.generation, tuneyard.core.generation; "
-        "heavy = {'torch', 'transformers', 'rouge_score'} & set(sys.modules); "
+        "heavy = {'torch', 'transformers', 'rouge_score', 'sacrebleu'} & set(sys.modules); "
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- bleu ---------------------------------------------------------------------------------------
+def test_bleu_is_a_corpus_score_with_hand_computed_value(fake_generate):
+    """BLEU = BP · (p1 p2 p3 p4)^(1/4) · 100, 13a tokens (split on spaces here).
+
+    1. "the cat sat on the mat" vs "the cat sat on the mat today": 6 of 6 unigrams, 5/5
+       bigrams, 4/4 trigrams, 3/3 4-grams match; 6 vs 7 tokens → BP = exp(1 - 7/6).
+       sentence BLEU = 100 · exp(-1/6).
+    2. "a b c d x" vs "a b c d y": 4/5, 3/4, 2/3, 1/2; same length, BP = 1.
+       sentence BLEU = 100 · (4/5 · 3/4 · 2/3 · 1/2)^(1/4) = 100 · (1/5)^(1/4).
+    Corpus: counts summed before dividing: 10/11, 8/9, 6/7, 4/5; 11 predicted vs 12 reference
+    tokens → BLEU = 100 · exp(1 - 12/11) · (10·8·6·4 / (11·9·7·5))^(1/4) ≈ 78.78, not the mean
+    of the two sentence scores (≈ 75.76).
+    """
+    from tuneyard.plugins.evaluators.generation import Bleu
+
+    calls, predictions = fake_generate
+    predictions += ["the cat sat on the mat", "a b c d x"]
+    examples = [Example("p1", "the cat sat on the mat today"), Example("p2", "a b c d y")]
+    result = Bleu(Bleu.Options()).evaluate(text_ctx(examples))
+    corpus = 100 * math.exp(1 - 12 / 11) * (10 * 8 * 6 * 4 / (11 * 9 * 7 * 5)) ** 0.25
+    assert result.metrics == {"bleu": pytest.approx(corpus)}
+    assert [d["sentence_bleu"] for d in result.details] == pytest.approx(
+        [100 * math.exp(-1 / 6), 100 * (1 / 5) ** 0.25])
+    assert result.details[1] == {"prompt": "p2", "reference": "a b c d y",
+                                 "prediction": "a b c d x",
+                                 "sentence_bleu": pytest.approx(100 * (1 / 5) ** 0.25)}
+    assert len(calls) == 1  # one generation step
+
+
+# -- samples ------------------------------------------------------------------------------------
+def test_distinct_2_by_hand():
+    from tuneyard.plugins.evaluators.samples import distinct_2
+
+    # "a b a b": bigrams (a,b) (b,a) (a,b); "c d": (c,d) → 3 distinct of 4
+    assert distinct_2(["a b a b", "c d"]) == 0.75
+    assert distinct_2(["x x x x x"]) == 0.25  # (x,x) four times: 1 distinct of 4
+    assert distinct_2(["one", ""]) == 0.0     # no bigram at all
+
+
+def test_samples_continue_each_prompt_and_score_distinct_2(fake_generate, tiny):
+    from tuneyard.plugins.evaluators.samples import Samples
+
+    calls, predictions = fake_generate
+    predictions += ["to be or not to be", "the cat the cat"]
+    model, tokenizer = tiny
+    ctx = EvalContext(model, tokenizer, [], [], None, "cpu", batch_size=3)
+    result = Samples(Samples.Options(prompts=["ROMEO.\n", "KING.\n"], max_new_tokens=5)
+                     ).evaluate(ctx)
+    # bigrams: (to,be)(be,or)(or,not)(not,to)(to,be) + (the,cat)(cat,the)(the,cat): 8, of
+    # which 6 distinct (to,be and the,cat repeat)
+    assert result.metrics == {"distinct_2": 6 / 8}
+    assert result.details == [{"prompt": "ROMEO.\n", "sample": "to be or not to be"},
+                              {"prompt": "KING.\n", "sample": "the cat the cat"}]
+    assert calls[0]["prompts"] == ["ROMEO.\n", "KING.\n"]
+    assert (calls[0]["max_new_tokens"], calls[0]["batch_size"]) == (5, 3)
+
+
+def test_samples_on_the_tiny_model_are_its_greedy_continuations(tiny):
+    from tuneyard.core.generation import generate
+    from tuneyard.plugins.evaluators.samples import Samples, distinct_2
+
+    model, tokenizer = tiny
+    ctx = EvalContext(model, tokenizer, [], [], None, "cpu", batch_size=2)
+    result = Samples(Samples.Options(prompts=["the cat", "a dog"], max_new_tokens=6)
+                     ).evaluate(ctx)
+    expected = generate(model, tokenizer, ["the cat", "a dog"], max_new_tokens=6,
+                        batch_size=1, device="cpu")
+    assert [d["sample"] for d in result.details] == expected
+    assert result.metrics["distinct_2"] == distinct_2(expected)

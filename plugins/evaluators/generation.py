@@ -1,44 +1,55 @@
 """Evaluators that generate a completion per example and compare it with the reference:
-``exact-match`` and ``rouge``.
+``exact-match``, ``rouge`` and ``bleu``.
 
-Both share one generation step (:func:`tuneyard.core.generation.generate`, greedy, left
-padding) in :class:`GenerationEvaluator`; each only says how one prediction is scored. torch,
-transformers and rouge-score are imported inside methods, so registering the plugin stays cheap.
+They share one generation step (:func:`tuneyard.core.generation.generate`, greedy, left
+padding) in :class:`GenerationEvaluator`; each only says how one prediction is scored (and, for
+a corpus metric such as BLEU, how the scores are combined). torch, transformers, rouge-score and
+sacrebleu are imported inside methods, so registering the plugin stays cheap.
 """
 
 from __future__ import annotations
 
 import string
 from collections.abc import Callable
+from typing import Any
 
 from tuneyard.core.components import EvalContext, EvalResult, Evaluator
 from tuneyard.core.generation import GenerationOptions
 from tuneyard.core.hookspecs import hookimpl
 
 Scorer = Callable[[str, str], dict[str, float]]
-"""``(prediction, reference) -> {metric name: value in [0, 1]}`` for one example."""
+"""``(prediction, reference) -> {metric name: value}`` for one example (in [0, 1], except
+sacrebleu's 0..100 for BLEU)."""
 
 
 class GenerationEvaluator(Evaluator):
     """Base of evaluators that score greedy completions against references.
 
     Subclasses set ``name``, ``description`` and implement :meth:`scorer`. Each metric is the
-    mean of the per-example scores over the evaluated examples.
+    mean of the per-example scores over the evaluated examples, unless the subclass overrides
+    :meth:`aggregate` (a corpus-level metric such as BLEU).
     """
 
     Options = GenerationOptions
+    tasks = ("causal-lm",)  # generate() continues prompts: decoder-only models
 
     def scorer(self) -> Scorer:
         """Return the function that scores one ``(prediction, reference)`` pair."""
         raise NotImplementedError
 
+    def aggregate(self, details: list[dict[str, Any]]) -> dict[str, float]:
+        """The metrics, from the per-example details (each holds ``prompt``, ``reference``,
+        ``prediction`` and that example's scores). Default: the mean of each score."""
+        names = [k for k in details[0] if k not in ("prompt", "reference", "prediction")]
+        return {k: sum(d[k] for d in details) / len(details) for k in names}
+
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         """Generate a completion for the first ``limit`` examples' prompts and score each.
 
         Returns:
-            ``EvalResult`` whose metrics are the per-example scores averaged over examples, and
-            whose details hold, per example, ``prompt``, ``reference``, ``prediction`` and the
-            example's scores.
+            ``EvalResult`` whose metrics come from :meth:`aggregate` (by default the per-example
+            scores averaged over examples), and whose details hold, per example, ``prompt``,
+            ``reference``, ``prediction`` and the example's scores.
 
         Raises:
             DataError: there is no example to evaluate, or an example has an empty prompt
@@ -52,9 +63,7 @@ class GenerationEvaluator(Evaluator):
              **score(p, e.completion)}
             for e, p in zip(examples, predictions)
         ]
-        names = [k for k in details[0] if k not in ("prompt", "reference", "prediction")]
-        metrics = {k: sum(d[k] for d in details) / len(details) for k in names}
-        return EvalResult(metrics=metrics, details=details)
+        return EvalResult(metrics=self.aggregate(details), details=details)
 
 
 def normalize(text: str) -> str:
@@ -113,7 +122,44 @@ class Rouge(GenerationEvaluator):
         return score
 
 
+class Bleu(GenerationEvaluator):
+    """Corpus BLEU of greedy completions against references (one reference each).
+
+    ``BLEU = BP * exp(mean over n = 1..4 of log p_n)``, where ``p_n`` is the clipped n-gram
+    precision with the counts summed over the whole corpus before dividing, and the brevity
+    penalty ``BP = min(1, exp(1 - reference tokens / predicted tokens))``, also over the corpus
+    (Papineni et al. 2002, "BLEU: a Method for Automatic Evaluation of Machine Translation").
+    Computed by ``sacrebleu.corpus_bleu(predictions, [references])`` with its defaults (Post
+    2018, "A Call for Clarity in Reporting BLEU Scores": ``13a`` tokenizer, case-sensitive,
+    ``exp`` smoothing of zero n-gram counts).
+
+    Metric ``bleu`` is on sacrebleu's 0..100 scale, not the [0, 1] of the other generation
+    metrics. A corpus metric is not the mean of per-example scores: each example's details hold
+    ``sentence_bleu`` (``sacrebleu.sentence_bleu``, same 0..100 scale, effective n-gram order),
+    to find the examples that pull the score down.
+    """
+
+    name = "bleu"
+    description = "Corpus BLEU (0-100) of generated answers (sacrebleu defaults, 13a tokens)"
+
+    def scorer(self) -> Scorer:
+        import sacrebleu
+
+        return lambda prediction, reference: {
+            "sentence_bleu": sacrebleu.sentence_bleu(prediction, [reference]).score,
+        }
+
+    def aggregate(self, details: list[dict[str, Any]]) -> dict[str, float]:
+        """``bleu``: corpus BLEU of every prediction against its reference, 0..100."""
+        import sacrebleu
+
+        predictions = [d["prediction"] for d in details]
+        references = [d["reference"] for d in details]
+        return {"bleu": sacrebleu.corpus_bleu(predictions, [references]).score}
+
+
 @hookimpl
 def register_evaluators(register):
     register(ExactMatch)
     register(Rouge)
+    register(Bleu)
