@@ -116,7 +116,7 @@ def open_registry(create: bool = False) -> Any:
     return Registry(click.get_current_context().obj.get("registry"), create=create)
 
 
-# -- run / eval ----------------------------------------------------------------------------
+# -- run / eval / export -------------------------------------------------------------------
 @cli.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -184,6 +184,28 @@ def eval_(run_ref: str, evaluator: str | None) -> None:
     with RichProgress(None) as progress:
         evaluate_run(registry, run_ref, evaluator, progress)
     show_run(registry, registry.get_run(run_ref)["id"])
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.argument("out", metavar="OUT", type=click.Path())
+@click.option("--merge", is_flag=True,
+              help="Merge the run's adapter (LoRA) into its base model: a standalone model.")
+@handle_errors
+def export(run_ref: str, out: str, merge: bool) -> None:
+    """Write RUN's final checkpoint to the new folder OUT as a plain Hugging Face folder.
+
+    A whole-model run is copied; an adapter run is copied as an adapter (load it with peft on
+    the base model) unless --merge. OUT must not exist or be an empty folder.
+    """
+    from tuneyard.core.export import export_run
+
+    registry = open_registry()
+    with RichProgress(None) as progress:
+        done = export_run(registry, run_ref, out, merge, progress)
+    console.print(f"exported run {done.run_id} → {escape(str(done.path))} ({escape(done.what)}; "
+                  f"{done.n_params:,} params, {done.size_bytes / 1e6:.1f} MB)", soft_wrap=True,
+                  highlight=False)
 
 
 class RichProgress:
@@ -256,17 +278,21 @@ PROMPT = Style(dim=True)
 def preview_text(preview: dict[str, Any]) -> Text:
     """The rows of ``tuneyard data preview --json`` as the model sees them (CLI and TUI): each
     row's tokens concatenated, the trained-on (label) tokens in :data:`TRAINED` style, the
-    others (prompt) dim."""
+    others (prompt) dim; a token's class (token classification) follows it as ``/CLASS``, a
+    row's class (sequence classification) heads the row."""
     rows = preview["rows"]
     text = Text.assemble(
         (f"{preview['source']} · format {preview['format']} · {preview['total_rows']} rows; "
          f"first {len(rows)}.  ", "bold"),
         ("trained", TRAINED), " = label tokens, ", ("prompt", PROMPT), " = not trained\n")
     for i, row in enumerate(rows, 1):
-        text.append(f"\nrow {i}: {row['n_trained']} of {row['n_tokens']} tokens trained\n",
-                    style="bold")
+        label = f"; label {row['label']}" if "label" in row else ""
+        text.append(f"\nrow {i}: {row['n_trained']} of {row['n_tokens']} tokens "
+                    f"trained{label}\n", style="bold")
         for token in row["tokens"]:
             text.append(token["text"], style=TRAINED if token["trained"] else PROMPT)
+            if "label" in token:
+                text.append(f"/{token['label']}", style="bold green")
         text.append("\n")
     return text
 
