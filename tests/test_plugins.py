@@ -296,10 +296,12 @@ def test_builtin_entry_points_load_without_error():
         assert info.hooks, name
         assert info.components or info.hooks == ["register_commands"], name
     assert {k: sorted(v) for k, v in pm.components.items()} == {
-        "dataset-source": ["csv", "hf", "jsonl", "parquet", "text", "wordnet"],
+        "dataset-source": ["conll", "csv", "fortunes", "hf", "jsonl", "parquet", "text",
+                           "wordnet"],
         "model-provider": ["gguf", "hf", "scratch"],
-        "strategy": ["full", "lora", "pretrain-clm"],
-        "evaluator": ["exact-match", "perplexity", "rouge"],
+        "strategy": ["full", "lora", "pretrain-clm", "pretrain-mlm"],
+        "evaluator": ["accuracy", "bleu", "exact-match", "masked-lm", "perplexity", "rouge",
+                      "samples", "seqeval", "squad"],
         "device-monitor": ["cpu", "nvidia"],
     }
     for kind, items in pm.components.items():
@@ -433,7 +435,7 @@ def test_load_only_names_third_party_plugins(tmp_path, only, loaded):
     assert {n for n in ("a", "b") if pm.infos[n].status == "ok"} == loaded
     assert {n for n in ("a", "b") if pm.infos[n].disabled} == {"a", "b"} - loaded
     assert {c.plugin for c in pm.components["evaluator"].values()} - {
-        "evaluator-perplexity", "evaluator-generation"} == loaded
+        n for n, info in pm.infos.items() if info.source == "builtin"} == loaded
     assert pm.infos["model-hf"].status == "ok"  # built-ins always load
 
 

@@ -69,7 +69,8 @@ async def fill_qa_spec(pilot, wait_for, screen: ComposeScreen, data: Path, model
     run = screen.form("run-form")
     run.field_widget("name").value = "qa-lora"
     run.field_widget("output_dir").value = str(runs)
-    screen.form("dataset-source-options").field_widget("path").value = str(data)
+    source = await choose(pilot, wait_for, screen, "dataset-source", "jsonl")
+    source.field_widget("path").value = str(data)
     screen.form("dataset-form").field_widget("eval_split").value = "0.2"
     hf = await choose(pilot, wait_for, screen, "model-provider", "hf")
     hf.field_widget("path").value = str(model)
@@ -114,10 +115,13 @@ async def test_pickers_list_exactly_the_registered_components(tmp_path, tui_app,
             assert prompts == [f"{n} — {c.cls.description}" for n, c in components[kind].items()]
         evaluators = screen.query_one("#evaluator", SelectionList)
         assert [o.value for o in evaluators.options] == list(components["evaluator"])
-        assert str(evaluators.options[2].prompt) == ("perplexity — Token-weighted cross-entropy "
-                                                     "(eval_loss, nats/token) and perplexity")
-        assert screen.spec() == {"dataset": {"source": "jsonl"}, "model": {"provider": "gguf"},
-                                 "strategy": {"name": "full"}}
+        perplexity = next(o for o in evaluators.options if o.value == "perplexity")
+        assert str(perplexity.prompt) == ("perplexity — Token-weighted cross-entropy "
+                                          "(eval_loss, nats/token) and perplexity")
+        first = {kind: next(iter(components[kind])) for kind in components}
+        assert screen.spec() == {"dataset": {"source": first["dataset-source"]},
+                                 "model": {"provider": first["model-provider"]},
+                                 "strategy": {"name": first["strategy"]}}
 
         await pilot.press("tab", "x", "tab", "o", "u", "t", "tab")  # keyboard only
         assert screen.form("run-form").values() == {"name": "x", "output_dir": "out"}
@@ -350,7 +354,7 @@ async def test_preview_shows_the_rows_and_errors(tmp_path, tui_app, wait_for, mo
     monkeypatch.setattr(actions, "preview", preview)
     async with tui_app(tmp_path / "registry.db").run_test(size=(100, 30)) as pilot:
         screen = await open_compose(pilot, wait_for)
-        form = screen.form("dataset-source-options")
+        form = await choose(pilot, wait_for, screen, "dataset-source", "jsonl")
         form.field_widget("path").focus()  # ctrl+d works from inside an input too
         await pilot.press("q", "a", ".", "j", "s", "o", "n", "l", "ctrl+d")
         body = screen.query_one("#preview-body", Static)
@@ -408,6 +412,7 @@ def test_compose_preview_snapshot(snap_compare, tmp_path, tui_app, wait_for, mon
 
     async def run_before(pilot):
         screen = await open_compose(pilot, wait_for)
+        await choose(pilot, wait_for, screen, "dataset-source", "jsonl")
         await pilot.press("ctrl+d")
         body = screen.query_one("#preview-body", Static)
         await wait_for(pilot, lambda: body.content == preview_text(PREVIEW))

@@ -349,8 +349,8 @@ async def test_components_tab_and_options_schema(seeded_registry, tui_app, wait_
         table = screen.query_one("#components-table")
         assert table.has_focus
         rows = cells(table)
-        assert [r[:2] for r in rows[:6]] == [["dataset-source", n] for n in
-                                             ("csv", "hf", "jsonl", "parquet", "text", "wordnet")]
+        sources = ("conll", "csv", "fortunes", "hf", "jsonl", "parquet", "text", "wordnet")
+        assert [r[:2] for r in rows[:8]] == [["dataset-source", n] for n in sources]
         lora = rows.index(["strategy", "lora", "strategy-lora",
                            "r, alpha, dropout, target_modules, adapter_name",
                            "LoRA adapters (peft): train a small rank-r update, "
