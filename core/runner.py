@@ -515,7 +515,7 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], spec: RunS
         eval_strategy="steps" if t.eval_steps else "no", eval_steps=t.eval_steps,
         per_device_eval_batch_size=t.eval_batch_size, prediction_loss_only=True,
     )
-    callback = RegistryCallback(registry, plugins, run_id, progress, stop)
+    callback = RegistryCallback(registry, plugins, run_id, progress, stop, tokenizer)
     trainer = Trainer(model=model, args=args, train_dataset=data.train_rows,
                       eval_dataset=data.eval_rows if t.eval_steps else None,
                       data_collator=data.train_collator, callbacks=[callback])
@@ -591,18 +591,18 @@ def trained_model(comp: Composition, run: dict[str, Any], progress: Progress
 
 
 def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress: Progress,
-                     stop: StopRequest) -> Any:
+                     stop: StopRequest, tokenizer: Any) -> Any:
     """A ``TrainerCallback`` that records each logged step and checkpoint, and passes on a
     stop request.
 
-    Per logged step it writes ``loss``, ``learning_rate``, ``grad_norm``, ``epoch`` and
+    Each checkpoint gets the run's tokenizer too (a trained one exists nowhere else). Per
+    logged step it writes ``loss``, ``learning_rate``, ``grad_norm``, ``epoch`` and
     ``tokens_per_s`` (non-padding input tokens per second of wall time since the previous log)
     in one registry transaction and fires ``on_step_end``. After each Trainer evaluation
     (``training.eval_steps``) it writes ``eval_loss``: the mean of the model's loss over the
     held-out batches (transformers ``Trainer.evaluate``; each batch's loss is its mean per
-    label token). When ``stop`` is set it asks the
-    Trainer to save a checkpoint and end after this step. It only records and sets flags: the
-    Trainer's loop does the work.
+    label token). When ``stop`` is set it asks the Trainer to save a checkpoint and end after
+    this step. It records and sets flags; the Trainer's loop does the training.
     """
     from transformers import TrainerCallback
 
@@ -641,6 +641,7 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
 
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            tokenizer.save_pretrained(str(path))  # each checkpoint loads on its own
             registry.add_checkpoint(run_id, state.global_step, str(path))
             plugins.fire("on_checkpoint_saved", run_id=run_id, step=state.global_step,
                          path=str(path))

@@ -163,12 +163,16 @@ def test_pretrain_clm_from_scratch_trains_and_saves_its_tokenizer(tmp_path, data
         "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                    "num_attention_heads": 2, "max_position_embeddings": 64}}}
     spec = write_spec(tmp_path, "text", corpus, "text", model, "pretrain-clm",
-                      [{"name": "perplexity"}], max_seq_len=32, learning_rate=1e-2)
+                      [{"name": "perplexity"}], max_seq_len=32, learning_rate=1e-2,
+                      save_steps=6)
     done = run(reg, spec)
     values = losses(reg, done)
     assert len(values) == 12 and values[-1] < values[0] - 0.5
     final = Path(done["output_dir"]) / "final"
     reloaded = AutoTokenizer.from_pretrained(final)
+    # a checkpoint holds it too: the only copy of a trained tokenizer lives with the run
+    checkpoint = Path(done["output_dir"]) / "checkpoints" / "checkpoint-6"
+    assert AutoTokenizer.from_pretrained(checkpoint).get_vocab() == reloaded.get_vocab()
     # the tokenizer was trained on the training lines only (the held-out ones excluded)
     lines = corpus.read_text().splitlines()
     _, kept = split(len(lines), load_spec(spec))
