@@ -278,7 +278,7 @@ PROMPT = Style(dim=True)
 def preview_text(preview: dict[str, Any]) -> Text:
     """The rows of ``tuneyard data preview --json`` as the model sees them (CLI and TUI): each
     row's tokens concatenated, the trained-on (label) tokens in :data:`TRAINED` style, the
-    others (prompt) dim; a token's class (token classification) follows it as ``/CLASS``, a
+    others (prompt) dim; a word's tag (token classification) follows the word as ``/TAG``, a
     row's class (sequence classification) heads the row."""
     rows = preview["rows"]
     text = Text.assemble(
@@ -286,13 +286,21 @@ def preview_text(preview: dict[str, Any]) -> Text:
          f"first {len(rows)}.  ", "bold"),
         ("trained", TRAINED), " = label tokens, ", ("prompt", PROMPT), " = not trained\n")
     for i, row in enumerate(rows, 1):
-        label = f"; label {row['label']}" if "label" in row else ""
-        text.append(f"\nrow {i}: {row['n_trained']} of {row['n_tokens']} tokens "
-                    f"trained{label}\n", style="bold")
+        if "label" in row:  # sequence classification: the class is the row's, no token's
+            head = f"row {i}: {row['n_tokens']} tokens; label {row['label']}"
+        else:
+            head = f"row {i}: {row['n_trained']} of {row['n_tokens']} tokens trained"
+        text.append(f"\n{head}\n", style="bold")
+        tag = None  # the tag of the word being written, shown once the word is complete
         for token in row["tokens"]:
+            starts_word = "label" in token or token["text"][:1].isspace()
+            if tag and starts_word:
+                text.append(f"/{tag}", style="bold green")
+            if starts_word:
+                tag = token.get("label")
             text.append(token["text"], style=TRAINED if token["trained"] else PROMPT)
-            if "label" in token:
-                text.append(f"/{token['label']}", style="bold green")
+        if tag:
+            text.append(f"/{tag}", style="bold green")
         text.append("\n")
     return text
 

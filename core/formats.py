@@ -112,25 +112,34 @@ def to_examples(
                       else _instruction_prompt(tokenizer, instruction, extra))
             examples.append(Example(prompt, str(row[cols["output"]])))
         elif fmt == "chat":
-            examples.append(_chat_example(tokenizer, row[cols["messages"]], i))
+            examples.append(_chat_example(tokenizer, row[cols["messages"]], i, fmt))
         elif fmt == "sharegpt":
             examples.append(_chat_example(tokenizer, _sharegpt_messages(
-                row[cols["conversations"]], i), i))
+                row[cols["conversations"]], i), i, fmt))
         elif fmt == "tokens":
             examples.append(_tokens_example(row[cols["tokens"]], row[cols["tags"]], i))
         else:
-            examples.append(Example(str(row[cols["text"]]), str(row[cols["label"]])))
+            text, label = row[cols["text"]], row[cols["label"]]
+            if text is None or label is None:
+                empty = cols["text"] if text is None else cols["label"]
+                raise DataError(f"dataset row {i + 1}: column '{empty}' is empty; a label row "
+                                "needs a text and its class")
+            examples.append(Example(str(text), str(label)))
     return examples
 
 
 def label_names(examples: list[Example], task: Task) -> list[str] | None:
-    """The class names of a label task, sorted (class id ``i`` is the ``i``-th name), from every
-    example (training and held-out, so an id exists for each); ``None`` for the other tasks."""
+    """The class names of a label task, sorted (class id ``i`` is the ``i``-th name; names that
+    are all integers sort as numbers), from every example (training and held-out, so an id
+    exists for each); ``None`` for the other tasks."""
     if task == "token-classification":
-        return sorted({tag for e in examples for tag in e.tags})
-    if task == "sequence-classification":
-        return sorted({e.completion for e in examples})
-    return None
+        names = {tag for e in examples for tag in e.tags}
+    elif task == "sequence-classification":
+        names = {e.completion for e in examples}
+    else:
+        return None
+    numbers = all(n.lstrip("-").isdigit() for n in names)  # 2 before 10
+    return sorted(names, key=int if numbers else None)
 
 
 def _alpaca_prompt(instruction: str, extra: str) -> str:
@@ -148,9 +157,12 @@ def _instruction_prompt(tokenizer: Any, instruction: str, extra: str) -> str:
     return _alpaca_prompt(instruction, extra)
 
 
-def _chat_example(tokenizer: Any, messages: Any, index: int) -> Example:
+def _chat_example(tokenizer: Any, messages: Any, index: int, fmt: str) -> Example:
     if not getattr(tokenizer, "chat_template", None):
-        raise DataError("dataset.format 'chat' needs a tokenizer with a chat template")
+        raise DataError(f"dataset.format '{fmt}' needs a tokenizer with a chat template")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise DataError(f"dataset row {index + 1}: a chat example is a list of "
+                        "{role, content} messages")
     if not messages or messages[-1].get("role") != "assistant":
         raise DataError(f"dataset row {index + 1}: a chat example must end with an assistant "
                         "message")
@@ -162,17 +174,28 @@ def _chat_example(tokenizer: Any, messages: Any, index: int) -> Example:
 
 def _sharegpt_messages(turns: Any, index: int) -> list[dict[str, str]]:
     """ShareGPT ``[{from, value}]`` turns as chat ``[{role, content}]`` messages."""
+    if not isinstance(turns, list):
+        raise DataError(f"dataset row {index + 1}: sharegpt conversations are a list of "
+                        "{from, value} turns")
     messages = []
-    for n, turn in enumerate(turns or [], start=1):
+    for n, turn in enumerate(turns, start=1):
+        if not isinstance(turn, dict):
+            raise DataError(f"dataset row {index + 1}: sharegpt turn {n} is not a "
+                            "{from, value} object")
         role = SHAREGPT_ROLES.get(turn.get("from"))
         if role is None:
             raise DataError(f"dataset row {index + 1}: sharegpt turn {n} is from "
-                            f"{turn.get('from')!r}; expected one of system, human, gpt")
+                            f"{turn.get('from')!r}; expected one of "
+                            f"{', '.join(SHAREGPT_ROLES)}")
         messages.append({"role": role, "content": str(turn.get("value", ""))})
     return messages
 
 
 def _tokens_example(words: Any, tags: Any, index: int) -> Example:
+    for name, value in (("tokens", words), ("tags", tags)):
+        if not isinstance(value, list) or any(v is None for v in value):
+            raise DataError(f"dataset row {index + 1}: {name} must be a list of strings, got "
+                            f"{value!r:.60}")
     words, tags = [str(w) for w in words], [str(t) for t in tags]
     if len(words) != len(tags):
         raise DataError(f"dataset row {index + 1}: {len(words)} tokens but {len(tags)} tags; "

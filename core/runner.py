@@ -288,6 +288,16 @@ def quiet_libraries() -> None:
     transformers.logging.disable_progress_bar()
 
 
+def run_labels(comp: Composition, rows: Any) -> list[str] | None:
+    """The class names of a label task's rows (:func:`~tuneyard.core.formats.label_names`;
+    those formats need no tokenizer to render), else ``None``."""
+    if comp.task not in LABEL_TASKS:
+        return None
+    spec = comp.spec
+    return label_names(to_examples(rows, spec.dataset.format, spec.dataset.columns, None),
+                       comp.task)
+
+
 def load_model(comp: Composition, rows: Any, progress: Progress) -> tuple[Any, Any]:
     """The model provider's ``(model, tokenizer)`` for the run's task, given the label names
     of a label task and, to a provider that wants it, the training corpus."""
@@ -298,7 +308,7 @@ def load_model(comp: Composition, rows: Any, progress: Progress) -> tuple[Any, A
     fmt, columns = spec.dataset.format, spec.dataset.columns
     extra: dict[str, Any] = {}
     if comp.task in LABEL_TASKS:
-        extra["labels"] = label_names(to_examples(rows, fmt, columns, None), comp.task)
+        extra["labels"] = run_labels(comp, rows)
     if comp.provider.wants_corpus:
         def corpus() -> Iterator[str]:  # the training rows' text, rendered without a tokenizer
             kept = rows.select(split(len(rows), spec)[1])
@@ -468,6 +478,7 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], spec: RunS
            progress: Progress, stop: StopRequest, checkpoint: Path | None) -> str:
     """Train ``run`` (its validated ``spec``; from ``checkpoint`` when resuming) and evaluate;
     ``completed`` or ``stopped``."""
+    import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
     run_id, out = run["id"], Path(run["output_dir"])
@@ -516,7 +527,18 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], spec: RunS
         per_device_eval_batch_size=t.eval_batch_size, prediction_loss_only=True,
     )
     callback = RegistryCallback(registry, plugins, run_id, progress, stop, tokenizer)
-    trainer = Trainer(model=model, args=args, train_dataset=data.train_rows,
+
+    class SeededEvalTrainer(Trainer):
+        """Evaluates (``training.eval_steps``) under a forked, seeded RNG: every evaluation
+        masks the held-out set the same way (masked LM), and training's random stream is the
+        same with or without evaluations."""
+
+        def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+            with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+                torch.manual_seed(t.seed)
+                return super().evaluate(*args, **kwargs)
+
+    trainer = SeededEvalTrainer(model=model, args=args, train_dataset=data.train_rows,
                       eval_dataset=data.eval_rows if t.eval_steps else None,
                       data_collator=data.train_collator, callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
@@ -546,8 +568,9 @@ def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
     """Evaluate a finished run's final checkpoint again (``tuneyard eval``).
 
     Raises:
-        RunNotFound: no such run. TuneyardError: the run has no final checkpoint, or
-        ``evaluator`` is not one of the run's evaluators or a registered one.
+        RunNotFound: no such run. TuneyardError: the run has no final checkpoint, its dataset
+        changed since it trained (``runs.dataset_fingerprint``), or ``evaluator`` is not one of
+        the run's evaluators or a registered one.
     """
     progress = progress or LogProgress()
     quiet_libraries()
@@ -563,6 +586,11 @@ def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
         spec.evaluators = chosen or [EvaluatorSpec(name=evaluator)]
     comp = compose(spec, plugins)
     model, tokenizer, data = trained_model(comp, run, progress)
+    if run["dataset_fingerprint"] and data.fingerprint != run["dataset_fingerprint"]:
+        raise TuneyardError(
+            f"run {run['id']}: its dataset changed since it trained (fingerprint "
+            f"{run['dataset_fingerprint']}, now {data.fingerprint}), so the held-out rows would "
+            "not be the ones it was evaluated on; restore the data or start a new run")
     return evaluate(comp, plugins, registry, run["id"], model, tokenizer, data, "final", progress)
 
 
@@ -672,7 +700,7 @@ def preview_data(spec: RunSpec, plugins: Plugins, n_rows: int = 5) -> dict[str, 
     rows = load_rows(comp, progress)
     _, tokenizer = load_model(comp, rows, progress)
     fmt, columns = spec.dataset.format, spec.dataset.columns
-    names = label_names(to_examples(rows, fmt, columns, None), comp.task) or []
+    names = run_labels(comp, rows) or []
     label_ids = {name: i for i, name in enumerate(names)}
     head = rows.select(range(min(n_rows, len(rows))))
     shown = []
@@ -683,8 +711,8 @@ def preview_data(spec: RunSpec, plugins: Plugins, n_rows: int = 5) -> dict[str, 
         if isinstance(labels, int):  # sequence classification: one class for the whole row
             row_label, labels = names[labels], [IGNORE_INDEX] * len(tok["input_ids"])
         tokens = []
-        for i, label in zip(tok["input_ids"], labels, strict=True):
-            token = {"text": tokenizer.decode([i]), "trained": label != IGNORE_INDEX}
+        for text, label in zip(token_texts(tokenizer, tok["input_ids"]), labels, strict=True):
+            token = {"text": text, "trained": label != IGNORE_INDEX}
             if names and label != IGNORE_INDEX:
                 token["label"] = names[label]
             tokens.append(token)
@@ -693,6 +721,20 @@ def preview_data(spec: RunSpec, plugins: Plugins, n_rows: int = 5) -> dict[str, 
                       **({"label": row_label} if row_label is not None else {})})
     return {"source": spec.dataset.source, "format": fmt, "task": comp.task,
             "total_rows": len(rows), "rows": shown}
+
+
+def token_texts(tokenizer: Any, ids: list[int]) -> list[str]:
+    """Each token's text as it adds to the decoded sequence, spaces included: the difference
+    between decoding the first ``k`` ids and the first ``k - 1`` (as transformers'
+    ``TextStreamer`` does), so WordPiece's ``##`` pieces join their word and a new word gets its
+    space. Their concatenation is ``tokenizer.decode(ids)``."""
+    texts, before = [], ""
+    for k in range(1, len(ids) + 1):
+        now = tokenizer.decode(ids[:k])
+        alone = tokenizer.decode(ids[k - 1:k])
+        texts.append(now[len(before):] if now.startswith(before) else alone)
+        before = now
+    return texts
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,3 +41,16 @@ def test_preview_for_people_and_its_errors(qa_jsonl, make_spec, tmp_path):
                                       f"dataset.options.path={tmp_path / 'missing.jsonl'}"])
     assert result.exit_code == 2
     assert "missing.jsonl" in result.output
+
+
+def test_preview_of_a_chat_format_renders_with_the_model_tokenizer(tmp_path, make_spec):
+    """Chat rows need the tokenizer's chat template: the preview renders them with it."""
+    data = tmp_path / "chat.jsonl"
+    turns = [{"from": "human", "value": "define cat"}, {"from": "gpt", "value": "a small animal"}]
+    data.write_text("".join(json.dumps({"conversations": turns}) + "\n" for _ in range(5)))
+    spec = make_spec(data, **{"dataset.format": "sharegpt"})
+    result = CliRunner().invoke(cli, ["data", "preview", str(spec), "--rows", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)["rows"]
+    assert row["prompt"] == "<|im_start|>user\ndefine cat<|im_end|>\n<|im_start|>assistant\n"
+    assert "".join(t["text"] for t in row["tokens"] if t["trained"]) == "a small animal<|im_end|>"

@@ -131,7 +131,34 @@ def test_sharegpt_unknown_from_names_the_row_and_turn(tok):
     with pytest.raises(DataError) as err:
         to_examples([good, bad], "sharegpt", {}, tok)
     assert str(err.value) == ("dataset row 2: sharegpt turn 2 is from 'bot'; expected one of "
-                              "system, human, gpt")
+                              "system, human, user, gpt, assistant")
+
+
+@pytest.mark.parametrize("fmt, row, message", [
+    ("sharegpt", {"conversations": ["hi", "yo"]},
+     "dataset row 1: sharegpt turn 1 is not a {from, value} object"),
+    ("sharegpt", {"conversations": "hi"},
+     "dataset row 1: sharegpt conversations are a list of {from, value} turns"),
+    ("chat", {"messages": ["hi"]},
+     "dataset row 1: a chat example is a list of {role, content} messages"),
+    ("tokens", {"tokens": ["a", "b"], "tags": None},
+     "dataset row 1: tags must be a list of strings, got None"),
+    ("tokens", {"tokens": "john met", "tags": ["B-per", "O"]},
+     "dataset row 1: tokens must be a list of strings, got 'john met'"),
+    ("label", {"text": "a film", "label": None},
+     "dataset row 1: column 'label' is empty; a label row needs a text and its class"),
+])
+def test_malformed_rows_are_data_errors_naming_the_row(tok, fmt, row, message):
+    with pytest.raises(DataError) as err:
+        to_examples([row], fmt, {}, tok)
+    assert str(err.value) == message
+
+
+def test_integer_class_names_sort_as_numbers():
+    examples = [Example(str(i), label) for i, label in enumerate(["10", "2", "0", "1", "2"])]
+    assert label_names(examples, "sequence-classification") == ["0", "1", "2", "10"]
+    mixed = [Example("a", "10"), Example("b", "2"), Example("c", "x")]
+    assert label_names(mixed, "sequence-classification") == ["10", "2", "x"]
 
 
 # -- tokens, label (a tiny BERT WordPiece tokenizer) ---------------------------------------

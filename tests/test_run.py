@@ -146,3 +146,18 @@ def test_eval_steps_record_the_held_out_loss_during_training(tmp_path, qa_jsonl,
     final = next(e["value"] for e in Registry(reg).evaluations(run["id"])
                  if e["checkpoint"] == "final" and e["metric"] == "eval_loss")
     assert curve[-1][1] == pytest.approx(final, rel=1e-4)
+
+
+def test_eval_refuses_a_run_whose_dataset_changed(tmp_path, qa_jsonl, make_spec):
+    """Re-evaluating after the data changed would score another held-out split: refused."""
+    reg = tmp_path / "registry.db"
+    assert tuneyard(reg, "run", str(make_spec(qa_jsonl))).exit_code == 0
+    run = only_run(reg)
+    qa_jsonl.write_text(qa_jsonl.read_text().replace("a small animal", "a small feline"))
+    result = tuneyard(reg, "eval", run["id"], "--evaluator", "perplexity")
+    assert result.exit_code == 2
+    changed = Registry(reg).get_run(run["id"])["dataset_fingerprint"]
+    assert result.output.strip().splitlines()[-1].startswith(
+        f"Error: run {run['id']}: its dataset changed since it trained (fingerprint {changed}, "
+        "now ")
+    assert len(Registry(reg).evaluations(run["id"])) == 6  # base + final, nothing added

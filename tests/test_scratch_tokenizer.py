@@ -135,7 +135,8 @@ def test_exactly_one_tokenizer_source():
 def test_vocab_size_must_leave_room_for_merges():
     assert options_error({"architecture": "bert", "train_tokenizer": {"vocab_size": 261}}) == (
         "spec: model.options: train_tokenizer.vocab_size: 261 leaves no room for merges; it "
-        "must exceed 261 (256 byte symbols + 5 special tokens of bert)")
+        "must exceed 261 (256 byte symbols and bert's special tokens: [PAD], [UNK], [CLS], "
+        "[SEP], [MASK])")
     assert ScratchModel.Options(train_tokenizer={"vocab_size": 258}).train_tokenizer.vocab_size \
         == 258  # llama has a single special token
 

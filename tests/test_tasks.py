@@ -19,7 +19,7 @@ import yaml
 from click.testing import CliRunner
 from transformers import AutoConfig, AutoTokenizer
 
-from tuneyard.core.cli import cli
+from tuneyard.core.cli import cli, preview_text
 from tuneyard.core.registry import Registry
 from tuneyard.core.runner import split
 from tuneyard.core.spec import load_spec
@@ -196,6 +196,25 @@ def test_pretrain_mlm_lowers_the_pseudo_perplexity(tmp_path, data_dir, bert_dir)
     assert 0.0 <= results[("final", "masked-lm", "masked_accuracy")] <= 1.0
 
 
+def test_masked_lm_evaluations_during_training_leave_its_losses_unchanged(tmp_path, data_dir,
+                                                                          bert_dir):
+    """Evaluation masks the held-out text under its own seeded RNG: the training masks, so
+    the training losses, are the same with training.eval_steps as without."""
+    model = {"provider": "hf", "options": {"path": str(bert_dir)}}
+    curves = {}
+    for eval_steps in (None, 3):
+        folder = tmp_path / f"eval-{eval_steps}"
+        folder.mkdir()
+        spec = write_spec(folder, "text", data_dir / "mlm.txt", "text", model, "pretrain-mlm",
+                          [], max_seq_len=16, max_steps=6, learning_rate=1e-2,
+                          eval_steps=eval_steps)
+        done = run(folder / "registry.db", spec)
+        curves[eval_steps] = losses(folder / "registry.db", done)
+        eval_loss = Registry(folder / "registry.db").metrics(done["id"], "eval_loss")
+        assert [step for step, _ in eval_loss] == ([] if eval_steps is None else [3, 6])
+    assert curves[3] == curves[None]
+
+
 def test_ner_with_conll_trains_a_token_classifier(tmp_path, data_dir, bert_dir):
     reg = tmp_path / "registry.db"
     spec = write_spec(tmp_path, "conll", data_dir / "ner.conll", "tokens",
@@ -298,18 +317,22 @@ def test_preview_shows_word_labels_and_row_labels(tmp_path, data_dir, bert_dir):
     assert (shown["format"], shown["task"], shown["total_rows"]) == (
         "tokens", "token-classification", 40)
     [row] = shown["rows"]
+    # each token as it adds to the decoded text: "##s" joins "walk", a new word gets a space
     assert row["tokens"] == [
-        {"text": "[CLS]", "trained": False}, {"text": "mary", "trained": True, "label": "B-per"},
-        {"text": "walk", "trained": True, "label": "O"}, {"text": "##s", "trained": False},
-        {"text": "to", "trained": True, "label": "O"},
-        {"text": "new", "trained": True, "label": "B-loc"},
-        {"text": "york", "trained": True, "label": "I-loc"}, {"text": "[SEP]", "trained": False}]
+        {"text": "[CLS]", "trained": False}, {"text": " mary", "trained": True, "label": "B-per"},
+        {"text": " walk", "trained": True, "label": "O"}, {"text": "s", "trained": False},
+        {"text": " to", "trained": True, "label": "O"},
+        {"text": " new", "trained": True, "label": "B-loc"},
+        {"text": " york", "trained": True, "label": "I-loc"},
+        {"text": " [SEP]", "trained": False}]
     assert (row["n_tokens"], row["n_trained"]) == (8, 5) and "label" not in row
+    text = preview_text(shown).plain.splitlines()[-1]
+    assert text == "[CLS] mary/B-per walks/O to/O new/B-loc york/I-loc [SEP]"
 
     shown = preview(write_spec(tmp_path, "jsonl", data_dir / "sentiment.jsonl", "label", bert,
                                "full", []))
     assert (shown["format"], shown["task"]) == ("label", "sequence-classification")
     [row] = shown["rows"]
     assert (row["prompt"], row["completion"], row["label"]) == ("good film", "pos", "pos")
-    assert [t["text"] for t in row["tokens"]] == ["[CLS]", "good", "film", "[SEP]"]
+    assert [t["text"] for t in row["tokens"]] == ["[CLS]", " good", " film", " [SEP]"]
     assert row["n_trained"] == 0 and not any("label" in t for t in row["tokens"])

@@ -166,8 +166,8 @@ class ScratchOptions(BaseModel):
             if size <= floor:
                 raise ValueError(
                     f"train_tokenizer.vocab_size: {size} leaves no room for merges; it must "
-                    f"exceed {floor} ({BYTE_ALPHABET} byte symbols + "
-                    f"{floor - BYTE_ALPHABET} special tokens of {self.architecture})"
+                    f"exceed {floor} ({BYTE_ALPHABET} byte symbols and {self.architecture}'s "
+                    f"special tokens: {', '.join(_specials(self.architecture))})"
                 )
         return self
 
