@@ -7,8 +7,6 @@ padding and first-sub-token plumbing against a plain one-example-at-a-time loop.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -310,25 +308,3 @@ def test_seqeval_on_tiny_bert_matches_one_example_at_a_time(wordpiece):
 
 
 # -- registration -------------------------------------------------------------------------------
-def test_plugin_registers_both_evaluators_for_their_tasks():
-    from pydantic import ValidationError
-
-    from tuneyard.core.plugins import Plugins
-    from tuneyard.plugins.evaluators import classification
-
-    plugins = Plugins()
-    plugins.register_plugin(classification, "evaluator-classification")
-    plugins.collect_components()
-    evaluators = plugins.components["evaluator"]
-    assert sorted(evaluators) == ["accuracy", "seqeval"]
-    assert all(not info.errors for info in plugins.infos.values())
-    assert classification.Accuracy.tasks == ("sequence-classification",)
-    assert classification.Seqeval.tasks == ("token-classification",)
-    with pytest.raises(ValidationError):
-        classification.Seqeval.Options(limt=3)
-
-
-def test_importing_the_plugin_does_not_import_torch():
-    code = ("import sys, tuneyard.plugins.evaluators.classification; "
-            "heavy = {'torch', 'sklearn', 'seqeval'} & set(sys.modules); assert not heavy, heavy")
-    subprocess.run([sys.executable, "-c", code], check=True)

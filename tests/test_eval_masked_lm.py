@@ -8,8 +8,6 @@ time.
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -167,21 +165,3 @@ def test_masked_lm_errors():
         MaskedLM.Options(mask_probability=0)
     with pytest.raises(ValidationError):
         MaskedLM.Options(sed=1)
-
-
-def test_plugin_registers_masked_lm():
-    from tuneyard.core.plugins import Plugins
-    from tuneyard.plugins.evaluators import masked_lm as module
-
-    plugins = Plugins()
-    plugins.register_plugin(module, "evaluator-masked-lm")
-    plugins.collect_components()
-    assert sorted(plugins.components["evaluator"]) == ["masked-lm"]
-    assert all(not info.errors for info in plugins.infos.values())
-    assert module.MaskedLM.tasks == ("masked-lm",)
-
-
-def test_importing_the_plugin_does_not_import_torch():
-    code = ("import sys, tuneyard.plugins.evaluators.masked_lm; "
-            "assert 'torch' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True)

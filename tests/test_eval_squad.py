@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 
@@ -71,21 +69,3 @@ def test_squad_evaluator_averages_over_examples(fake_generate):
                                  "prediction": "the cat sat", "exact_match": 0.0,
                                  "f1": pytest.approx(4 / 5)}
     assert calls == [["q1", "q2", "q3"]]
-
-
-def test_plugin_registers_squad_for_causal_lm():
-    from tuneyard.core.plugins import Plugins
-    from tuneyard.plugins.evaluators import squad
-
-    plugins = Plugins()
-    plugins.register_plugin(squad, "evaluator-squad")
-    plugins.collect_components()
-    assert sorted(plugins.components["evaluator"]) == ["squad"]
-    assert all(not info.errors for info in plugins.infos.values())
-    assert squad.Squad.tasks == ("causal-lm",)
-
-
-def test_importing_the_plugin_does_not_import_torch():
-    code = ("import sys, tuneyard.plugins.evaluators.squad; "
-            "heavy = {'torch', 'transformers'} & set(sys.modules); assert not heavy, heavy")
-    subprocess.run([sys.executable, "-c", code], check=True)

@@ -310,6 +310,11 @@ def test_builtin_entry_points_load_without_error():
             assert comp.cls.name == name
             assert comp.cls.description, f"{kind} '{name}' has no description"
             assert f"{kind}:{name}" in pm.infos[comp.plugin].components
+    tasks = {name: info.cls.tasks for name, info in pm.components["evaluator"].items()}
+    assert tasks == {
+        "accuracy": ("sequence-classification",), "seqeval": ("token-classification",),
+        "masked-lm": ("masked-lm",), **{name: ("causal-lm",) for name in (
+            "bleu", "exact-match", "perplexity", "rouge", "samples", "squad")}}
     assert pm.get("model-provider", "hf").plugin == "model-hf"
     assert issubclass(pm.get("model-provider", "gguf").cls, ModelProvider)
 
