@@ -28,7 +28,7 @@ import yaml
 
 from tuneyard.core.components import LABEL_TASKS, EvalContext, EvalResult, Example
 from tuneyard.core.engine import Composition, compose
-from tuneyard.core.errors import DataError, PluginError, PluginFailed, TuneyardError
+from tuneyard.core.errors import DataError, PluginError, PluginFailed, SpecError, TuneyardError
 from tuneyard.core.formats import (IGNORE_INDEX, PadCollator, label_names, pack, resolve_columns,
                                    to_examples, tokenize, tokenize_all)
 from tuneyard.core.plugins import Plugins, get_plugins
@@ -569,8 +569,8 @@ def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
 
     Raises:
         RunNotFound: no such run. TuneyardError: the run has no final checkpoint, its dataset
-        changed since it trained (``runs.dataset_fingerprint``), or ``evaluator`` is not one of
-        the run's evaluators or a registered one.
+        changed since it trained (``runs.dataset_fingerprint``), or ``evaluator`` is not a
+        registered evaluator or does not judge the run's task.
     """
     progress = progress or LogProgress()
     quiet_libraries()
@@ -579,11 +579,15 @@ def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
     spec = RunSpec.model_validate(run["spec"])
     if evaluator:
         try:
-            plugins.get("evaluator", evaluator)
+            tasks = plugins.get("evaluator", evaluator).cls.tasks
         except PluginError as exc:
             raise PluginError(f"--evaluator: {exc}") from None
         chosen = [e for e in spec.evaluators if e.name == evaluator]
         spec.evaluators = chosen or [EvaluatorSpec(name=evaluator)]
+        task = compose(spec.model_copy(update={"evaluators": []}), plugins).task
+        if tasks is not None and task not in tasks:
+            raise SpecError(f"--evaluator: '{evaluator}' judges {', '.join(tasks)} models; "
+                            f"run {run['id']} trained a {task} model")
     comp = compose(spec, plugins)
     model, tokenizer, data = trained_model(comp, run, progress)
     if run["dataset_fingerprint"] and data.fingerprint != run["dataset_fingerprint"]:

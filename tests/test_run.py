@@ -161,3 +161,14 @@ def test_eval_refuses_a_run_whose_dataset_changed(tmp_path, qa_jsonl, make_spec)
         f"Error: run {run['id']}: its dataset changed since it trained (fingerprint {changed}, "
         "now ")
     assert len(Registry(reg).evaluations(run["id"])) == 6  # base + final, nothing added
+
+
+def test_eval_with_an_evaluator_of_another_task_names_the_option(tmp_path, qa_jsonl, make_spec):
+    reg = tmp_path / "registry.db"
+    assert tuneyard(reg, "run", str(make_spec(qa_jsonl))).exit_code == 0
+    run = only_run(reg)
+    result = tuneyard(reg, "eval", run["id"], "--evaluator", "seqeval")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: --evaluator: 'seqeval' judges token-classification models; run {run['id']} "
+        "trained a causal-lm model")
