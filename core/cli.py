@@ -366,14 +366,16 @@ def runs_show(run_ref: str, as_json: bool) -> None:
     if as_json:
         r = registry.get_run(run_id)
         r.update(evaluations=registry.evaluations(run_id), checkpoints=registry.checkpoints(run_id),
-                 artifacts=registry.artifacts(run_id), loss=registry.metrics(run_id, "loss"))
+                 artifacts=registry.artifacts(run_id), loss=registry.metrics(run_id, "loss"),
+                 eval_loss=registry.metrics(run_id, "eval_loss"))
         click.echo(json.dumps(r, indent=2, default=str))
         return
     show_run(registry, run_id)
 
 
 def show_run(registry: Any, run_id: str) -> None:
-    """Print a run's record and its evaluation table (baseline, final, change)."""
+    """Print a run's record, its loss curve and its evaluation table (baseline, final,
+    change)."""
     r = registry.get_run(run_id)
     loss = registry.metrics(run_id, "loss")
     head = Table.grid(padding=(0, 2))
@@ -389,6 +391,9 @@ def show_run(registry: Any, run_id: str) -> None:
     for a in registry.artifacts(run_id):
         head.add_row("[bold]artifact[/]", f"{a['kind']}: {a['path']}")
     console.print(head)
+    if len(loss) > 1:
+        console.print(Text.from_ansi(loss_chart(loss, registry.metrics(run_id, "eval_loss"),
+                                                min(console.width, 100))))
     from tuneyard.core.registry import baseline_and_final
 
     results = baseline_and_final(registry.evaluations(run_id))
@@ -398,6 +403,22 @@ def show_run(registry: Any, run_id: str) -> None:
             change = f"{final - base:+.4f}" if base is not None and final is not None else ""
             table.add_row(ev, metric, _num(base), _num(final), change)
         console.print(table)
+
+
+def loss_chart(loss: list[tuple[int, float]], eval_loss: list[tuple[int, float]],
+               width: int) -> str:
+    """The training loss (and the held-out loss of ``training.eval_steps``, when recorded)
+    against the step, drawn with plotext in ``width`` columns and 14 lines."""
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.theme("clear")
+    plt.plotsize(width, 14)
+    plt.plot(*zip(*loss), label="train loss", marker="braille")
+    if eval_loss:
+        plt.plot(*zip(*eval_loss), label="eval loss", marker="hd")
+    plt.xlabel("step")
+    return plt.build()
 
 
 def _num(value: float | None) -> str:

@@ -172,3 +172,16 @@ def test_eval_with_an_evaluator_of_another_task_names_the_option(tmp_path, qa_js
     assert result.output.strip().splitlines()[-1] == (
         f"Error: --evaluator: 'seqeval' judges token-classification models; run {run['id']} "
         "trained a causal-lm model")
+
+
+def test_runs_show_draws_the_loss_curves(tmp_path, qa_jsonl, make_spec):
+    reg = tmp_path / "registry.db"
+    assert tuneyard(reg, "run", str(make_spec(qa_jsonl, **{"training.eval_steps": 6}))
+                    ).exit_code == 0
+    run = only_run(reg)
+    shown = json.loads(tuneyard(reg, "runs", "show", run["id"], "--json").output)
+    assert [step for step, _ in shown["eval_loss"]] == [6, 12]
+    text = tuneyard(reg, "runs", "show", run["id"]).output
+    assert "train loss" in text and "eval loss" in text and "step" in text
+    chart = text[text.index("train loss"):text.index("evaluations")]
+    assert any(ch in chart for ch in "⠁⠂⠄⡀⠈⠐⠠⢀")  # braille points of the curve
