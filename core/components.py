@@ -159,7 +159,8 @@ class EvalContext:
     """What an evaluator gets.
 
     Attributes:
-        model: the model under evaluation, in eval mode, on ``device``.
+        model: the model under evaluation, in eval mode, on ``device``; its
+            ``config.use_cache`` is off, so blocks' ``position_ids`` keep documents apart.
         tokenizer: its tokenizer.
         examples: held-out examples as text (prompt, reference completion).
         eval_dataset: the same examples tokenized, one row each (for a packing strategy, the
@@ -174,8 +175,7 @@ class EvalContext:
             ``attention_mask`` and ``labels`` int64 tensors ``[batch, seq_len]`` (right
             padding, labels -100 on padding), except for ``sequence-classification``, whose
             ``labels`` is ``[batch]``, and causal-LM blocks, stacked with ``position_ids``
-            instead of ``attention_mask``. Pass the model every key but ``labels`` (and, for
-            blocks, ``use_cache=False``: with a KV cache transformers attends across documents).
+            instead of ``attention_mask``. Pass the model every key but ``labels``.
         device: where the model lives.
         batch_size: examples per forward pass.
         task: what the model predicts (its head).

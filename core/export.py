@@ -13,7 +13,6 @@ refused, never overwritten.
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
 import shutil
@@ -158,12 +157,12 @@ def merge_adapter(run: dict[str, Any], final: Path, out: Path, progress: Progres
 
 
 def stored_params(folder: Path) -> int:
-    """Parameters in ``folder``'s ``*.safetensors`` files, from their headers: 8 bytes of
-    little-endian header length, then a JSON map of tensor name → dtype, shape, offsets
-    (https://github.com/huggingface/safetensors#format)."""
+    """Parameters in ``folder``'s ``*.safetensors`` files (each stored tensor once, so tied
+    weights count once), read from their headers with ``safetensors.safe_open``."""
+    from safetensors import safe_open
+
     n = 0
     for file in folder.glob("*.safetensors"):
-        with file.open("rb") as f:
-            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-        n += sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+        with safe_open(str(file), "pt") as weights:
+            n += sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())
     return n

@@ -321,6 +321,10 @@ def load_model(comp: Composition, rows: Any, progress: Progress) -> tuple[Any, A
         raise component_failed(comp.provider, comp.plugin_of,
                                f"load() returned {type(loaded).__name__}, not a (model, "
                                "tokenizer) pair")
+    # No KV cache in forward passes over batches (the Trainer sets the same): with one,
+    # transformers ignores the document bounds that pre-training blocks' position_ids carry.
+    # generate() still caches, through its generation config.
+    loaded[0].config.use_cache = False
     return loaded
 
 

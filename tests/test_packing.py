@@ -172,3 +172,39 @@ def test_packing_where_it_does_not_apply_is_refused(tmp_path, qa_jsonl, make_spe
                                   "evaluators": [{"name": "seqeval"}]})
     assert refused(spec) == ("Error: FILE: training.packing: it packs causal-LM examples, and "
                              "this run trains token-classification; remove it")
+
+
+def test_perplexity_of_a_block_on_the_model_the_runner_loads_keeps_documents_apart(
+        tmp_path, make_spec):
+    """The runner hands evaluators its model with ``config.use_cache`` off, so the perplexity
+    evaluator (which passes no ``use_cache``) scores a two-document block as the two documents
+    alone: the block's summed NLL equals doc 1's plus doc 2's without its first token (no label
+    in the block). With the cache left on, doc 1 leaks into doc 2."""
+    from tuneyard.core.components import EvalContext
+    from tuneyard.core.engine import compose
+    from tuneyard.core.formats import PadCollator
+    from tuneyard.core.plugins import get_plugins
+    from tuneyard.core.runner import LogProgress, load_model
+    from tuneyard.core.spec import load_spec
+    from tuneyard.plugins.evaluators.perplexity import Perplexity
+
+    text = tmp_path / "docs.txt"
+    text.write_text("the cat sat on the mat\na dog is a domesticated animal\n")
+    spec = load_spec(make_spec(text, **{"dataset": {"source": "text", "options": {
+        "path": str(text)}, "format": "text"}, "strategy": {"name": "pretrain-clm"}}))
+    comp = compose(spec, get_plugins())
+    model, tok = load_model(comp, comp.source.load(), LogProgress())
+    assert model.config.use_cache is False
+    docs = [tokenize(Example("", t), tok, 512) for t in text.read_text().splitlines()]
+    [block] = pack(docs, sum(len(d["input_ids"]) for d in docs))
+
+    def nll(rows: list[dict], m) -> float:
+        ctx = EvalContext(m.eval(), tok, [], rows, PadCollator(tok.pad_token_id), "cpu")
+        result = Perplexity(Perplexity.Options()).evaluate(ctx).metrics
+        return result["eval_loss"] * result["eval_tokens"]
+
+    second = dict(docs[1], labels=[IGNORE_INDEX] + docs[1]["labels"][1:])
+    alone = nll([docs[0]], model) + nll([second], model)
+    assert nll([block], model) == pytest.approx(alone, abs=1e-4)
+    model.config.use_cache = True
+    assert abs(nll([block], model) - alone) > 1e-3

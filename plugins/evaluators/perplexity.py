@@ -75,8 +75,7 @@ class Perplexity(Evaluator):
                 )
                 labels = batch.pop("labels").to(ctx.device)  # [batch, seq_len]
                 inputs = {k: v.to(ctx.device) for k, v in batch.items()}  # ids, mask/positions
-                # no KV cache: with one, transformers ignores position_ids' document bounds
-                logits = ctx.model(**inputs, use_cache=False).logits.float()  # [b, seq, vocab]
+                logits = ctx.model(**inputs).logits.float()  # [batch, seq_len, vocab]
                 targets = labels[:, 1:]  # [batch, seq_len - 1]
                 nll = F.cross_entropy(
                     logits[:, :-1].reshape(-1, logits.shape[-1]),  # [batch * (seq_len - 1), vocab]
