@@ -22,14 +22,24 @@ Formats (``dataset.format`` in the run spec) and the task (model head) each one 
   transformers token-classification guide and BERT, Devlin et al. 2019, section 5.3).
 - ``label`` (sequence-classification): columns ``text`` and ``label`` (a class name or number).
 
-``dataset.columns`` maps a format field to another column name (``{output: gloss}``).
+``dataset.columns`` maps a format field to another column name (``{output: gloss}``). A column
+a format needs must have a value in at least one row; an empty cell (``None``, NaN) reads as
+the empty string.
 
 Every causal-LM example ends with the tokenizer's EOS token, and that EOS is a label even when
 pad == eos (SmolLM2): labels are built from the token positions, never by masking pad ids.
+
+Truncation to ``training.max_seq_len`` (causal LM): an example whose prompt + answer + EOS is
+longer is cut in the prompt only, from the left, so the end of the prompt stays next to the
+answer and the whole answer and its EOS are learned; one whose answer + EOS leave no room for
+at least one prompt token gets no label and is dropped (:func:`tokenize_all` counts it), so no
+example trains on a cut-off answer and none has zero label tokens (a NaN loss). A text with no
+prompt (format ``text``) keeps its first ``max_seq_len`` tokens.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +51,13 @@ if TYPE_CHECKING:
 
 IGNORE_INDEX = -100  # label value that torch's cross_entropy ignores
 
-ALPACA_PROMPT = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
-ALPACA_PROMPT_INPUT = "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+ALPACA_PROMPT_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
 
 #: format → the task it trains (a strategy with its own ``task`` overrides it)
 FORMAT_TASKS: dict[str, Task] = {
@@ -68,13 +83,15 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
                   "assistant": "assistant"}
 
 
-def resolve_columns(fmt: str, present: list[str], mapping: dict[str, str]) -> dict[str, str | None]:
-    """Map each field of ``fmt`` to a column of the dataset (``mapping``'s keys are fields of
-    ``fmt``: the run spec checks that).
+def resolve_columns(fmt: str, rows: Any, mapping: dict[str, str]) -> dict[str, str | None]:
+    """Map each field of ``fmt`` to a column of ``rows`` (a ``datasets.Dataset`` or a list of
+    dicts; ``mapping``'s keys are fields of ``fmt``: the run spec checks that).
 
     Raises:
-        DataError: a required column is missing; lists the columns present and the mapping key.
+        DataError: a required column is missing (lists the columns present and the mapping
+            key), or is empty in every row (``None``, NaN, blank text or an empty list).
     """
+    present = list(rows.column_names) if hasattr(rows, "column_names") else list(rows[0])
     resolved: dict[str, str | None] = {}
     for field, candidates in FIELDS[fmt].items():
         wanted = (mapping[field],) if field in mapping else candidates
@@ -85,8 +102,29 @@ def resolve_columns(fmt: str, present: list[str], mapping: dict[str, str]) -> di
                 f"columns present: {', '.join(present)} "
                 f"(map one with dataset.columns.{field}: COLUMN)"
             )
+        if field not in OPTIONAL and all(_is_empty(row[column]) for row in rows):
+            raise DataError(
+                f"dataset: column '{column}' is empty in all {len(rows)} rows; format '{fmt}' "
+                f"reads the {field} from it (fill it, or map another column with "
+                f"dataset.columns.{field}: COLUMN)"
+            )
         resolved[field] = column
     return resolved
+
+
+def _is_empty(value: Any) -> bool:
+    """A cell with nothing in it: ``None``, NaN (pandas' empty numeric cell), blank text or an
+    empty list."""
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or value == []
+
+
+def _text(value: Any) -> str:
+    """A cell as text; an empty cell (``None``, NaN) is ``""``, not ``"None"``/``"nan"``."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def to_examples(
@@ -95,22 +133,22 @@ def to_examples(
     """Render dataset rows (a ``datasets.Dataset`` or list of dicts) as examples.
 
     Raises:
-        DataError: missing column; a ``chat``/``sharegpt`` row that does not end with an
-            assistant turn or has an unknown role; a ``tokens`` row whose words and tags differ
-            in number. Rows are numbered from 1.
+        DataError: a missing or empty column (see :func:`resolve_columns`); a
+            ``chat``/``sharegpt`` row that does not end with an assistant turn or has an unknown
+            role; a ``tokens`` row whose words and tags differ in number. Rows are numbered
+            from 1.
     """
-    present = list(rows.column_names) if hasattr(rows, "column_names") else list(rows[0])
-    cols = resolve_columns(fmt, present, mapping)
+    cols = resolve_columns(fmt, rows, mapping)
     examples = []
     for i, row in enumerate(rows):
         if fmt == "text":
-            examples.append(Example("", str(row[cols["text"]])))
+            examples.append(Example("", _text(row[cols["text"]])))
         elif fmt in ("instruction", "alpaca"):
-            extra = str(row[cols["input"]] or "") if cols["input"] else ""
-            instruction = str(row[cols["instruction"]])
+            extra = _text(row[cols["input"]]) if cols["input"] else ""
+            instruction = _text(row[cols["instruction"]])
             prompt = (_alpaca_prompt(instruction, extra) if fmt == "alpaca"
                       else _instruction_prompt(tokenizer, instruction, extra))
-            examples.append(Example(prompt, str(row[cols["output"]])))
+            examples.append(Example(prompt, _text(row[cols["output"]])))
         elif fmt == "chat":
             examples.append(_chat_example(tokenizer, row[cols["messages"]], i, fmt))
         elif fmt == "sharegpt":
@@ -158,17 +196,28 @@ def _instruction_prompt(tokenizer: Any, instruction: str, extra: str) -> str:
 
 
 def _chat_example(tokenizer: Any, messages: Any, index: int, fmt: str) -> Example:
+    import jinja2
+
     if not getattr(tokenizer, "chat_template", None):
-        raise DataError(f"dataset.format '{fmt}' needs a tokenizer with a chat template")
+        raise DataError(f"dataset.format '{fmt}' needs a chat template and the model's "
+                        "tokenizer has none: set dataset.chat_template: chatml, or use a model "
+                        "whose tokenizer has one")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise DataError(f"dataset row {index + 1}: a chat example is a list of "
                         "{role, content} messages")
     if not messages or messages[-1].get("role") != "assistant":
         raise DataError(f"dataset row {index + 1}: a chat example must end with an assistant "
                         "message")
-    prompt = tokenizer.apply_chat_template(
-        list(messages[:-1]), tokenize=False, add_generation_prompt=True
-    )
+    if len(messages) < 2:
+        raise DataError(f"dataset row {index + 1}: a chat example needs a message before the "
+                        "assistant's answer")
+    try:
+        prompt = tokenizer.apply_chat_template(
+            list(messages[:-1]), tokenize=False, add_generation_prompt=True
+        )
+    except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:  # its own checks
+        raise DataError(f"dataset row {index + 1}: the chat template cannot render the "
+                        f"messages: {exc}") from None
     return Example(prompt, str(messages[-1]["content"]))
 
 
@@ -219,9 +268,14 @@ def tokenize(example: Example, tokenizer: Any, max_seq_len: int | None,
     Returns:
         ``input_ids`` (list of int) and ``labels``. ``causal-lm``: prompt + completion + [eos]
         with no special tokens added, labels -100 on the prompt and the ids on completion and
-        EOS. ``masked-lm``: the text with the tokenizer's special tokens ([CLS] … [SEP]),
-        labels the ids and -100 on special tokens. ``token-classification``: the words with
-        special tokens, labels the word's class id on its first sub-token, -100 elsewhere.
+        EOS; when that is longer than ``max_seq_len`` the prompt loses tokens from its start
+        (the completion and EOS are whole), and when completion + EOS leave no room for one
+        prompt token the row is the first ``max_seq_len`` tokens with every label -100 (no
+        label: :func:`tokenize_all` drops it). With no prompt (format ``text``) the first
+        ``max_seq_len`` tokens are kept, all labels. ``masked-lm``: the text with the
+        tokenizer's special tokens ([CLS] … [SEP]), labels the ids and -100 on special tokens.
+        ``token-classification``: the words with special tokens, labels the word's class id on
+        its first sub-token, -100 elsewhere.
         ``sequence-classification``: the text with special tokens; ``labels`` one int.
 
     Raises:
@@ -232,9 +286,16 @@ def tokenize(example: Example, tokenizer: Any, max_seq_len: int | None,
                   if example.prompt else [])
         completion = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
         completion = completion + [tokenizer.eos_token_id]
-        input_ids = (prompt + completion)[:max_seq_len]
-        labels = ([IGNORE_INDEX] * len(prompt) + completion)[:max_seq_len]
-        return {"input_ids": input_ids, "labels": labels}
+        if max_seq_len is not None and len(prompt) + len(completion) > max_seq_len:
+            if not prompt:  # a plain text: its start, as a pre-training text is cut
+                completion = completion[:max_seq_len]
+            elif len(completion) < max_seq_len:  # the prompt's end stays next to the answer
+                prompt = prompt[len(prompt) + len(completion) - max_seq_len:]
+            else:  # the whole answer does not fit: nothing to learn
+                input_ids = (prompt + completion)[:max_seq_len]
+                return {"input_ids": input_ids, "labels": [IGNORE_INDEX] * len(input_ids)}
+        return {"input_ids": prompt + completion,
+                "labels": [IGNORE_INDEX] * len(prompt) + completion}
     if task == "masked-lm":
         enc = tokenizer(example.completion, truncation=max_seq_len is not None,
                         max_length=max_seq_len, return_special_tokens_mask=True)
@@ -261,8 +322,10 @@ def tokenize_all(
     examples: list[Example], tokenizer: Any, max_seq_len: int | None, task: Task = "causal-lm",
     label_ids: dict[str, int] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Tokenize examples (see :func:`tokenize`), dropping those truncated to no label at all
-    (their loss would be 0/0 = NaN). Returns the rows and how many were dropped."""
+    """Tokenize examples (see :func:`tokenize`), dropping those left with no label at all
+    (their loss would be 0/0 = NaN): a causal-LM answer + EOS that does not fit in
+    ``max_seq_len`` next to a prompt token, or a text with no token to learn. Returns the rows
+    and how many were dropped."""
     rows = [tokenize(e, tokenizer, max_seq_len, task, label_ids) for e in examples]
     kept = [r for r in rows if isinstance(r["labels"], int)
             or any(label != IGNORE_INDEX for label in r["labels"])]

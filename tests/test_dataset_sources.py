@@ -63,6 +63,23 @@ def test_jsonl_line_that_is_not_an_object(tmp_path):
         load(JsonlSource, path=str(path))
 
 
+def test_non_utf8_jsonl_suggests_the_encoding_option(tmp_path):
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes('{"q": "ok"}\n{"q": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(DataError) as err:
+        load(JsonlSource, path=str(path))
+    assert str(err.value) == (f"{path}: cannot decode as utf-8 (invalid continuation byte at "
+                              "byte 22, line 2); set the 'encoding' option, e.g. encoding: latin-1")
+    assert load(JsonlSource, path=str(path), encoding="latin-1")["q"] == ["ok", "café"]
+
+
+def test_jsonl_with_utf8_bom_and_crlf_line_endings(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"q": "a"}\r\n{"q": "b"}\r\n')
+    ds = load(JsonlSource, path=str(path))
+    assert ds.column_names == ["q"] and ds["q"] == ["a", "b"]
+
+
 def test_missing_file_and_empty_glob(tmp_path):
     missing = tmp_path / "nope.jsonl"
     with pytest.raises(DataError) as err:
@@ -114,11 +131,19 @@ def test_csv_latin1_needs_encoding_option(tmp_path):
     assert ds["text"] == ["café crème", "naïve"]
 
 
+def test_csv_with_utf8_bom_just_works(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("text,label\r\ncafé,pos\r\n".encode("utf-8-sig"))
+    ds = load(CsvSource, path=str(path))
+    assert ds.column_names == ["text", "label"]  # not "\ufefftext"
+    assert ds["text"] == ["café"] and ds["label"] == ["pos"]
+
+
 def test_options_forbid_unknown_keys():
     with pytest.raises(ValueError, match="encodng"):
         CsvSource.Options(path="x.csv", encodng="latin-1")
     with pytest.raises(ValueError, match="encoding"):
-        JsonlSource.Options(path="x.jsonl", encoding="latin-1")
+        ParquetSource.Options(path="x.parquet", encoding="latin-1")
 
 
 # -- parquet ---------------------------------------------------------------------------------
@@ -198,6 +223,23 @@ def test_hf_local_folder_loads_split_with_limit(tmp_path, monkeypatch):
     assert ds["text"] == ["t0", "t1", "t2"]
     with pytest.raises(DataError, match="check the 'name' and 'split' options"):
         load(HfSource, id=str(data), split="nope")
+
+
+def test_hf_local_folder_changed_file_is_not_served_stale(tmp_path, monkeypatch):
+    import os
+
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    data = tmp_path / "ds"
+    data.mkdir()
+    file = write_jsonl(data / "train.jsonl", [{"text": "old"}])
+    stat = file.stat()
+    assert load(HfSource, id=str(data))["text"] == ["old"]
+    write_jsonl(file, [{"text": "new"}])  # same size; same mtime below: the cache's key
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert file.stat().st_size == stat.st_size
+    assert load(HfSource, id=str(data))["text"] == ["new"]
 
 
 # -- wordnet ---------------------------------------------------------------------------------

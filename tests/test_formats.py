@@ -66,11 +66,54 @@ def test_missing_column_lists_the_columns_present(tok):
         "present: question, answer (map one with dataset.columns.instruction: COLUMN)")
 
 
-def test_examples_truncated_to_no_label_are_dropped_not_nan(tok):
-    long_prompt = Example(" ".join(["cat"] * 50), "dog")
-    rows, dropped = tokenize_all([long_prompt, Example("q", "a")], tok, max_seq_len=10)
-    assert dropped == 1 and len(rows) == 1
-    assert all(len(r["input_ids"]) <= 10 for r in rows)
+QUESTION = [299, 72, 75, 80, 71, 264, 290, 287]  # "de" "f" "i" "n" "e" " the" " word" " cat"
+ANSWER = [67, 286, 79, 268, 78, 223, 275, 79, 268]  # "a small animal"; EOS is 2
+
+
+def test_examples_longer_than_max_seq_len_are_truncated_in_the_prompt_only(tok):
+    ex = Example("define the word cat", "a small animal")
+    assert (ids(tok, ex.prompt), ids(tok, ex.completion), tok.eos_token_id) == (QUESTION, ANSWER, 2)
+    assert tokenize(ex, tok, 18) == {"input_ids": QUESTION + ANSWER + [2],
+                                     "labels": [IGNORE_INDEX] * 8 + ANSWER + [2]}  # just fits
+    row = tokenize(ex, tok, 13)  # 18 tokens: the prompt loses its first 5
+    assert row == {"input_ids": [264, 290, 287] + ANSWER + [2],
+                   "labels": [IGNORE_INDEX] * 3 + ANSWER + [2]}
+    assert tok.decode(row["input_ids"]) == " the word cata small animal<|im_end|>"
+    assert tokenize(ex, tok, 11) == {"input_ids": [287] + ANSWER + [2],
+                                     "labels": [IGNORE_INDEX] + ANSWER + [2]}
+
+
+def test_example_whose_answer_does_not_fit_is_dropped_not_nan(tok):
+    ex = Example("define the word cat", "a small animal")
+    # answer + EOS = 10 tokens leave no room for a prompt token: no label at all
+    assert tokenize(ex, tok, 10) == {"input_ids": QUESTION + ANSWER[:2],
+                                     "labels": [IGNORE_INDEX] * 10}
+    rows, dropped = tokenize_all([ex, Example("cat", "dog")], tok, max_seq_len=10)
+    assert dropped == 1
+    assert rows == [{"input_ids": [269, 70, 81, 73, 2], "labels": [IGNORE_INDEX, 70, 81, 73, 2]}]
+
+
+def test_text_without_prompt_keeps_its_first_tokens(tok):
+    row = tokenize(Example("", "the quick brown fox"), tok, 5)
+    assert row == {"input_ids": [284, 223, 83, 87, 75], "labels": [284, 223, 83, 87, 75]}
+    assert tok.decode(row["input_ids"]) == "the qui"
+
+
+def test_empty_column_is_named(tok):
+    rows = [{"instruction": "define cat", "output": None}, {"instruction": "x", "output": " "}]
+    with pytest.raises(DataError) as err:
+        to_examples(rows, "instruction", {}, tok)
+    assert str(err.value) == (
+        "dataset: column 'output' is empty in all 2 rows; format 'instruction' reads the output "
+        "from it (fill it, or map another column with dataset.columns.output: COLUMN)")
+
+
+def test_empty_cells_read_as_empty_text_not_none(tok):
+    rows = [{"text": None}, {"text": float("nan")}, {"text": "the cat"}]
+    assert [e.completion for e in to_examples(rows, "text", {}, tok)] == ["", "", "the cat"]
+    [ex] = to_examples([{"instruction": "define cat", "input": None, "output": "a small animal"}],
+                       "alpaca", {}, tok)
+    assert ex == Example(ALPACA_PROMPT.format(instruction="define cat"), "a small animal")
 
 
 def test_pack_concatenates_with_eos_and_drops_the_tail(tok):
@@ -134,23 +177,54 @@ def test_sharegpt_unknown_from_names_the_row_and_turn(tok):
                               "system, human, user, gpt, assistant")
 
 
+def test_a_chat_row_with_only_the_answer_or_that_the_template_refuses_names_the_row(
+        tiny_model_dir):
+    """Found by tests/test_property.py: a lone assistant message reached
+    ``apply_chat_template([])``, whose ValueError escaped as a crash."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)  # its template is changed below
+    alone = {"conversations": [{"from": "gpt", "value": "yo"}]}
+    with pytest.raises(DataError) as err:
+        to_examples([alone], "sharegpt", {}, tok)
+    assert str(err.value) == ("dataset row 1: a chat example needs a message before the "
+                              "assistant's answer")
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+                         "{{ raise_exception('no system role') }}{% endif %}{% endfor %}")
+    row = {"messages": [{"role": "system", "content": "be brief"},
+                        {"role": "assistant", "content": "yo"}]}
+    with pytest.raises(DataError) as err:
+        to_examples([row], "chat", {}, tok)
+    assert str(err.value) == ("dataset row 1: the chat template cannot render the messages: "
+                              "no system role")
+
+
+#: a well-formed row of each format, put before the malformed one
+GOOD_ROWS = {
+    "sharegpt": {"conversations": [{"from": "human", "value": "hi"},
+                                   {"from": "gpt", "value": "yo"}]},
+    "chat": {"messages": [{"role": "user", "content": "hi"},
+                          {"role": "assistant", "content": "yo"}]},
+    "tokens": {"tokens": ["john"], "tags": ["B-per"]},
+    "label": {"text": "a film", "label": "pos"},
+}
+
+
 @pytest.mark.parametrize("fmt, row, message", [
     ("sharegpt", {"conversations": ["hi", "yo"]},
-     "dataset row 1: sharegpt turn 1 is not a {from, value} object"),
+     "dataset row 2: sharegpt turn 1 is not a {from, value} object"),
     ("sharegpt", {"conversations": "hi"},
-     "dataset row 1: sharegpt conversations are a list of {from, value} turns"),
+     "dataset row 2: sharegpt conversations are a list of {from, value} turns"),
     ("chat", {"messages": ["hi"]},
-     "dataset row 1: a chat example is a list of {role, content} messages"),
+     "dataset row 2: a chat example is a list of {role, content} messages"),
     ("tokens", {"tokens": ["a", "b"], "tags": None},
-     "dataset row 1: tags must be a list of strings, got None"),
+     "dataset row 2: tags must be a list of strings, got None"),
     ("tokens", {"tokens": "john met", "tags": ["B-per", "O"]},
-     "dataset row 1: tokens must be a list of strings, got 'john met'"),
+     "dataset row 2: tokens must be a list of strings, got 'john met'"),
     ("label", {"text": "a film", "label": None},
-     "dataset row 1: column 'label' is empty; a label row needs a text and its class"),
+     "dataset row 2: column 'label' is empty; a label row needs a text and its class"),
 ])
 def test_malformed_rows_are_data_errors_naming_the_row(tok, fmt, row, message):
     with pytest.raises(DataError) as err:
-        to_examples([row], fmt, {}, tok)
+        to_examples([GOOD_ROWS[fmt], row], fmt, {}, tok)
     assert str(err.value) == message
 
 

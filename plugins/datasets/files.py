@@ -9,6 +9,7 @@ inside an installed package (see :func:`tuneyard.core.paths.resolve_path`). ``da
 from __future__ import annotations
 
 import glob
+import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,7 +30,7 @@ ENCODING_HELP = "text encoding of the file, e.g. utf-8, latin-1, cp1252"
 
 
 class FileOptions(BaseModel):
-    """Options of the ``jsonl`` and ``parquet`` sources."""
+    """Options of the ``parquet`` source."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -38,7 +39,7 @@ class FileOptions(BaseModel):
 
 
 class EncodedFileOptions(FileOptions):
-    """Options of the ``csv`` source: :class:`FileOptions` plus ``encoding``."""
+    """Options of the ``jsonl`` and ``csv`` sources: :class:`FileOptions` plus ``encoding``."""
 
     encoding: str = Field(default="utf-8", description=ENCODING_HELP)
 
@@ -90,22 +91,27 @@ def finish(ds: datasets.Dataset, value: str, limit: int | None) -> datasets.Data
 
 
 def read_text(file: Path, encoding: str) -> str:
-    """The content of ``file`` decoded with ``encoding``, line endings normalised to ``\\n``
-    and a leading byte-order mark removed.
+    """The content of ``file`` decoded with ``encoding``, line endings (``\\r\\n``, ``\\r``)
+    normalised to ``\\n`` and a leading byte-order mark removed (so a UTF-8 file saved with
+    one, as Excel does, has a first column named ``text``, not ``\\ufefftext``).
 
     Raises:
-        DataError: the file cannot be decoded (the message says to set the ``encoding``
-            option), or ``encoding`` is not a known codec.
+        DataError: the file cannot be decoded: ``FILE: cannot decode as ENCODING (REASON at
+            byte B, line L); set the 'encoding' option, e.g. encoding: latin-1`` (bytes count
+            from 0, lines from 1); or ``encoding`` is not a known codec.
     """
+    data = file.read_bytes()
     try:
-        return file.read_text(encoding=encoding).removeprefix("\ufeff")
+        text = data.decode(encoding)
     except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
         raise DataError(
-            f"{file}: cannot decode as {encoding} ({exc.reason} at byte {exc.start}); "
-            "set the 'encoding' option, e.g. encoding: latin-1"
+            f"{file}: cannot decode as {encoding} ({exc.reason} at byte {exc.start}, line "
+            f"{line}); set the 'encoding' option, e.g. encoding: latin-1"
         ) from None
     except LookupError:
         raise DataError(f"encoding '{encoding}': unknown text encoding") from None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def columns_dataset(rows: list[dict[str, Any]], where: str) -> datasets.Dataset:
@@ -127,61 +133,61 @@ def columns_dataset(rows: list[dict[str, Any]], where: str) -> datasets.Dataset:
 class JsonlSource(DatasetSource):
     """Rows from JSON Lines files: one JSON object per line, its keys are the columns.
 
-    Blank lines are skipped. A key missing from some rows is ``None`` there. Files are read as
-    UTF-8 (the JSON Lines convention).
+    Blank lines are skipped. A key missing from some rows is ``None`` there. Files are UTF-8
+    (the JSON Lines convention) unless the ``encoding`` option says otherwise; a leading
+    byte-order mark is ignored.
 
     Raises:
-        DataError: missing file (``path`` and "not found"); a line that is not JSON or not an
-            object (``FILE:LINE: invalid JSON: ...``); a file with no rows.
+        DataError: missing file (``path`` and "not found"); a file that cannot be decoded with
+            ``encoding`` (the message says to set the ``encoding`` option); a line that is not
+            JSON or not an object (``FILE:LINE: invalid JSON: ...``); a file with no rows.
     """
 
     name = "jsonl"
     description = "local JSON Lines file(s), one object per line"
-    Options = FileOptions
+    Options = EncodedFileOptions
 
     def load(self) -> datasets.Dataset:
         opts = self.options
         rows: list[dict[str, Any]] = []
         for file in find_files(opts.path):
-            rows += read_jsonl(file, None if opts.limit is None else opts.limit - len(rows))
+            rows += read_jsonl(file, opts.encoding,
+                               None if opts.limit is None else opts.limit - len(rows))
             if opts.limit is not None and len(rows) >= opts.limit:
                 break
         return finish(columns_dataset(rows, opts.path), opts.path, opts.limit)
 
 
-def read_jsonl(file: Path, limit: int | None) -> list[dict[str, Any]]:
-    """The objects of one JSON Lines file, at most ``limit`` of them.
+def read_jsonl(file: Path, encoding: str, limit: int | None) -> list[dict[str, Any]]:
+    """The objects of one JSON Lines file decoded with ``encoding``, at most ``limit``.
 
     Raises:
-        DataError: ``FILE:LINE:COLUMN: invalid JSON: <reason>`` for the first bad line (lines
-            and columns count from 1), or ``FILE:LINE: expected a JSON object, got <type>``.
+        DataError: the file cannot be decoded (see :func:`read_text`);
+            ``FILE:LINE:COLUMN: invalid JSON: <reason>`` for the first bad line (lines and
+            columns count from 1), or ``FILE:LINE: expected a JSON object, got <type>``.
     """
     rows: list[dict[str, Any]] = []
-    with file.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{file}:{lineno}: invalid JSON: not UTF-8 ({exc})") from None
-            except json.JSONDecodeError as exc:  # the line's own column, not json's "line 1"
-                raise DataError(f"{file}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
-            if not isinstance(row, dict):
-                raise DataError(
-                    f"{file}:{lineno}: expected a JSON object, got {type(row).__name__}"
-                )
-            rows.append(row)
+    for lineno, line in enumerate(read_text(file, encoding).split("\n"), start=1):
+        if limit is not None and len(rows) >= limit:
+            break
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:  # the line's own column, not json's "line 1"
+            raise DataError(f"{file}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{file}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
     return rows
 
 
 class CsvSource(DatasetSource):
     """Rows from CSV files with a header line; columns are named by the header.
 
-    Parsed with pandas (types inferred: ints, floats, strings; an empty cell is ``None``
-    in a text column, NaN in a numeric one).
+    Decoded with ``encoding`` (a leading byte-order mark is ignored), then parsed with pandas
+    (types inferred: ints, floats, strings; an empty cell is ``None`` in a text column, NaN in
+    a numeric one).
 
     Raises:
         DataError: missing file; a file that cannot be decoded with ``encoding`` (the message
@@ -199,15 +205,9 @@ class CsvSource(DatasetSource):
         opts = self.options
         frames = []
         for file in find_files(opts.path):
+            text = io.StringIO(read_text(file, opts.encoding))
             try:
-                frames.append(pd.read_csv(file, encoding=opts.encoding, nrows=opts.limit))
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"{file}: cannot decode as {opts.encoding} ({exc.reason} at byte "
-                    f"{exc.start}); set the 'encoding' option, e.g. encoding: latin-1"
-                ) from None
-            except LookupError:
-                raise DataError(f"encoding '{opts.encoding}': unknown text encoding") from None
+                frames.append(pd.read_csv(text, nrows=opts.limit))
             except pd.errors.EmptyDataError:
                 continue
             except pd.errors.ParserError as exc:

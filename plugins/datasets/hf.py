@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,7 +64,9 @@ class HfSource(DatasetSource):
     """Rows of one split of a hub dataset from the local Hugging Face cache.
 
     Columns are the dataset's own. ``id`` may also be a local folder of data files, which
-    ``datasets.load_dataset`` reads as a dataset.
+    ``datasets.load_dataset`` reads as a dataset; such a folder is read afresh at every load,
+    because the ``datasets`` cache knows local files by path and modification time only, and
+    would serve stale rows for a file rewritten within the same second (or restored mtime).
 
     Raises:
         DataError: the dataset (or its ``name`` configuration) is not in the local cache
@@ -81,8 +84,10 @@ class HfSource(DatasetSource):
         opts = self.options
         what = f"'{opts.id}'" + (f" (config '{opts.name}')" if opts.name else "")
         try:
+            local = Path(opts.id).expanduser().is_dir()
             with hub_offline():
-                ds = datasets.load_dataset(opts.id, opts.name, split=opts.split)
+                ds = datasets.load_dataset(opts.id, opts.name, split=opts.split,
+                                           download_mode="force_redownload" if local else None)
         except (ConnectionError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError):
             raise DataError(
                 f"dataset {what} is not in the local Hugging Face cache and the hub is offline "
