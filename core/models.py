@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneyard.core.components import Task
-from tuneyard.core.errors import TuneyardError
+from tuneyard.core.errors import SpecError, TuneyardError
 from tuneyard.core.paths import resolve_path
 
 if TYPE_CHECKING:
@@ -91,6 +91,76 @@ def ensure_pad_token(tokenizer: Any) -> Any:
             )
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+#: ``dataset.chat_template: chatml``: the ChatML layout (OpenAI; the example template of the
+#: transformers chat-templating guide, as SmolLM2's and Qwen's tokenizers use), without a
+#: default system message.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
+_ADDED_TOKENS = "tuneyard_added_token_ids"  # attribute of a model whose vocabulary grew
+
+
+def set_chat_template(model: Any, tokenizer: Any, template: str | None) -> None:
+    """Apply ``dataset.chat_template`` to a freshly loaded ``(model, tokenizer)``: nothing for
+    ``None``; ``chatml`` sets :data:`CHATML_TEMPLATE` and adds the tokens of
+    :data:`CHATML_TOKENS` the tokenizer lacks (see :func:`add_special_tokens`); any other
+    value is a Jinja chat template, set as it is.
+
+    Deterministic given torch's RNG state (the new embedding rows are drawn from it), and the
+    same tokens get the same ids every time, so a run's checkpoint loads onto a base model
+    given the same treatment.
+
+    Raises:
+        SpecError: the template does not render a user message (Jinja syntax or runtime
+            error), naming ``dataset.chat_template``.
+    """
+    import jinja2
+
+    if template is None:
+        return
+    if template == "chatml":
+        add_special_tokens(model, tokenizer, [t for t in CHATML_TOKENS
+                                              if t not in tokenizer.get_vocab()])
+        template = CHATML_TEMPLATE
+    tokenizer.chat_template = template
+    try:
+        tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                      add_generation_prompt=True)
+    except jinja2.TemplateError as exc:
+        raise SpecError(f"dataset.chat_template: the Jinja template does not render a user "
+                        f"message: {type(exc).__name__}: {exc}") from None
+
+
+def add_special_tokens(model: Any, tokenizer: Any, tokens: list[str]) -> list[int]:
+    """Add ``tokens`` to ``tokenizer`` as special tokens (never split; dropped by
+    ``decode(skip_special_tokens=True)``) and grow ``model``'s input and output embeddings to
+    ``len(tokenizer)`` rows (``resize_token_embeddings``; new rows drawn around the mean of
+    the old ones, transformers' ``mean_resizing``, Hewitt 2021). The new ids are remembered on
+    the model for :func:`added_token_ids`.
+
+    Returns:
+        The ids of the added tokens (empty when ``tokens`` is).
+    """
+    if not tokens:
+        return []
+    tokenizer.add_tokens(list(tokens), special_tokens=True)
+    model.resize_token_embeddings(len(tokenizer))
+    ids = added_token_ids(model) + tokenizer.convert_tokens_to_ids(list(tokens))
+    setattr(model, _ADDED_TOKENS, ids)
+    return ids
+
+
+def added_token_ids(model: Any) -> list[int]:
+    """Ids of the tokens :func:`add_special_tokens` added to ``model``'s vocabulary: embedding
+    rows no base checkpoint holds, which a strategy that freezes the base model must train and
+    save (the ``lora`` strategy does)."""
+    return list(getattr(model, _ADDED_TOKENS, []))
 
 
 def load_pretrained(

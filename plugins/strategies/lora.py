@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -9,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tuneyard.core.components import TrainingStrategy
 from tuneyard.core.errors import TuneyardError
 from tuneyard.core.hookspecs import hookimpl
+from tuneyard.core.models import added_token_ids
 
 
 class LoraOptions(BaseModel):
@@ -35,7 +38,12 @@ class LoRA(TrainingStrategy):
     """Freezes the base model and trains rank-``r`` adapters on ``target_modules``.
 
     Checkpoints are peft adapter folders (``adapter_config.json`` + ``adapter_model.safetensors``);
-    for a classifier they also hold its head.
+    for a classifier they also hold its head. When tokens were added to the vocabulary
+    (:func:`tuneyard.core.models.added_token_ids`, e.g. ``dataset.chat_template: chatml``),
+    their rows of the input embeddings and of the output head are trained too (peft's
+    ``trainable_token_indices``; a tied head shares them), and the resized embeddings are
+    saved with the adapter (peft's ``save_embedding_layers``), so it loads onto the base model
+    given the same tokens.
     """
 
     name = "lora"
@@ -51,12 +59,14 @@ class LoRA(TrainingStrategy):
         model_class = type(model).__name__
         task_type = next((t for suffix, t in PEFT_TASK_TYPES.items()
                           if model_class.endswith(suffix)), None)
+        new_ids = added_token_ids(model)
         config = LoraConfig(
             r=o.r, lora_alpha=o.alpha, lora_dropout=o.dropout, target_modules=o.target_modules,
-            task_type=task_type,
+            task_type=task_type, trainable_token_indices={
+                name: new_ids for name in embedding_names(model)} if new_ids else None,
         )
         try:
-            return get_peft_model(model, config, adapter_name=o.adapter_name)
+            peft_model = get_peft_model(model, config, adapter_name=o.adapter_name)
         except ValueError as exc:
             if "target_modules" not in str(exc) and "Target modules" not in str(exc):
                 raise
@@ -65,11 +75,28 @@ class LoRA(TrainingStrategy):
             raise TuneyardError(
                 f"strategy.options.target_modules: {o.target_modules} not found in the model; "
                 f"its linear layers are: {', '.join(linear)} (or use 'all-linear')") from None
+        if new_ids:  # the Trainer calls save_pretrained, whose default ('auto') spots a resize
+            # only by reading the base model's config.json from disk (none for a scratch model)
+            peft_model.save_pretrained = functools.partial(peft_model.save_pretrained,
+                                                           save_embedding_layers=True)
+        return peft_model
 
     def load_checkpoint(self, model: Any, path: str) -> Any:
+        """The adapter saved at ``path`` on the base ``model``. peft saves an adapter named
+        other than ``default`` in a sub-folder named after it (``PeftModel.save_pretrained``,
+        which the Trainer's ``save_model`` and checkpoints call), so that is where it is read."""
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(model, path, adapter_name=self.options.adapter_name)
+        name = self.options.adapter_name
+        folder = Path(path, name) if name != "default" else Path(path)
+        return PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+
+
+def embedding_names(model: Any) -> list[str]:
+    """Module names of ``model``'s input embeddings and output head (a classifier has none)."""
+    layers = [model.get_input_embeddings(), model.get_output_embeddings()]
+    return [name for name, module in model.named_modules()
+            if any(module is layer for layer in layers)]
 
 
 @hookimpl
