@@ -19,6 +19,7 @@ from tuneyard.core.components import (DatasetSource, Evaluator, ModelProvider, T
                                      TrainingStrategy)
 from tuneyard.core.errors import PluginError, SpecError
 from tuneyard.core.formats import FORMAT_TASKS
+from tuneyard.core.paths import make_dir
 from tuneyard.core.plugins import Plugins
 from tuneyard.core.registry import Registry
 from tuneyard.core.spec import RunSpec, validate_options
@@ -137,7 +138,7 @@ def create_run(spec: RunSpec, registry: Registry) -> tuple[str, Path]:
     """
     root = Path(spec.output_dir)
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        make_dir(root)
         if not os.access(root, os.W_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as exc:
@@ -154,7 +155,7 @@ def launch_detached(run_id: str, registry: Registry, out: Path, resume: bool = F
     """Start ``python -m tuneyard.core.runner RUN_ID [--resume]`` in a new session (so closing
     the terminal or the TUI does not stop it). The run logs to ``<out>/run.log``; its stdout
     and stderr (warnings, tracebacks) go to ``<out>/console.log``. Returns the process id."""
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     with open(out / "console.log", "ab") as console:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tuneyard.core.runner", run_id,

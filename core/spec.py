@@ -8,8 +8,9 @@ for a YAML file, its line.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal, get_args
 
 import yaml
@@ -18,6 +19,10 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from tuneyard.core.errors import SpecError
 from tuneyard.core.formats import FIELDS, FORMAT_TASKS
+
+
+#: a run name: ASCII letters, digits, ``.``, ``_``, ``-``; not starting with ``.``, no ``..``
+SAFE_NAME = re.compile(r"(?!\.)(?!.*\.\.)[A-Za-z0-9._-]+")
 
 
 class _Strict(BaseModel):
@@ -41,6 +46,21 @@ class DatasetSpec(_Strict):
     eval_split: float = Field(
         0.05, gt=0, lt=1, description="fraction of rows held out for evaluation"
     )
+    chat_template: str | None = Field(
+        None, description="chat template for formats chat, sharegpt and instruction, replacing "
+        "the tokenizer's: 'chatml' (adds <|im_start|>/<|im_end|> to the vocabulary if missing) "
+        "or a Jinja template; None = the tokenizer's own",
+    )
+
+    @field_validator("chat_template")
+    @classmethod
+    def _chatml_or_jinja(cls, template: str | None) -> str | None:
+        if template is None or template == "chatml":
+            return template
+        if "{{" not in template and "{%" not in template:
+            raise ValueError(f"{template[:40]!r} is neither 'chatml' nor a Jinja chat template "
+                             "(one with {{ ... }} or {% ... %})")
+        return template  # its syntax is checked when the run sets it (set_chat_template)
 
     @model_validator(mode="after")
     def _columns_fit_format(self) -> DatasetSpec:
@@ -50,6 +70,10 @@ class DatasetSpec(_Strict):
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise ValueError(f"columns.{name}: not a field of format '{self.format}'{hint} "
                                  f"(valid: {', '.join(FIELDS[self.format])})")
+        chats = ("chat", "sharegpt", "instruction")  # formats rendered with a chat template
+        if self.chat_template is not None and self.format not in chats:
+            raise ValueError(f"chat_template: format '{self.format}' renders no chat; it is "
+                             f"used by formats {', '.join(chats)}")
         return self
     eval_limit: int | None = Field(
         None, gt=0, description="at most this many held-out rows (None = all)"
@@ -159,6 +183,23 @@ class RunSpec(_Strict):
     training: TrainingSpec = TrainingSpec()
     evaluators: list[EvaluatorSpec] = []
     output_dir: str = Field("runs", description="runs are written to <output_dir>/<run-id>/")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str | None) -> str | None:
+        # the name becomes part of file names (the TUI saves <output_dir>/specs/<name>-….yaml)
+        if name is not None and not SAFE_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a safe name: use ASCII letters, digits, '.', '_' "
+                             "and '-', not starting with '.' and without '..' (no '/')")
+        return name
+
+    @field_validator("output_dir")
+    @classmethod
+    def _no_parent_folder(cls, output_dir: str) -> str:
+        if ".." in PurePath(output_dir).parts:
+            raise ValueError(f"{output_dir!r} has a '..' component; give a folder without '..' "
+                             "(absolute, or relative to the working directory)")
+        return output_dir
 
     @field_validator("evaluators")
     @classmethod

@@ -5,6 +5,7 @@ Nothing is ever downloaded (see :mod:`tuneyard.core.models`).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,9 @@ from tuneyard.core.models import load_pretrained, locate, looks_like_path
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger(__name__)
+
 
 class HFOptions(BaseModel):
     """Options of the ``hf`` model provider."""
@@ -33,7 +37,8 @@ class HFOptions(BaseModel):
     )
     trust_remote_code: bool = Field(
         default=False,
-        description="Run the model's own Python code (config auto_map); only for folders you trust.",
+        description="Run the model's own Python code (config auto_map); only for folders you "
+        "trust.",
     )
 
 
@@ -61,6 +66,9 @@ class HFModel(ModelProvider):
         """
         field = "model.options.path"
         source = locate(self.options.path, field, self.options.revision)
+        if self.options.trust_remote_code:
+            log.warning("model.options.trust_remote_code is on: the Python code shipped with "
+                        "%s (config auto_map) runs in this process", source)
         return load_pretrained(
             source, task=task, dtype=dtype, field=field, revision=self.options.revision,
             trust_remote_code=self.options.trust_remote_code, labels=labels,
