@@ -152,21 +152,22 @@ def run(spec_path: str, overrides: tuple[str, ...], detach: bool) -> None:
 @click.option("--detach", is_flag=True, help="Resume in the background.")
 @handle_errors
 def resume(run_ref: str, detach: bool) -> None:
-    """Continue a stopped, interrupted or failed RUN from its last checkpoint."""
+    """Continue a stopped, interrupted or failed RUN from its latest complete checkpoint
+    (weights, optimizer, LR scheduler, RNG states, data order, step)."""
     from tuneyard.core.engine import launch_detached
-    from tuneyard.core.runner import execute, resume_checkpoint
+    from tuneyard.core.runner import execute, resume_point
 
     registry = open_registry()
     run = registry.get_run(run_ref)
-    checkpoint = resume_checkpoint(registry, run)
+    where = resume_point(registry, run).describe()
     out = Path(run["output_dir"])
     if detach:
         pid = launch_detached(run["id"], registry, out, resume=True)
         click.echo(run["id"])
-        err_console.print(f"resumed run {run['id']} from {checkpoint.name} (pid {pid}); "
-                          f"log: {out / 'run.log'}", soft_wrap=True)
+        err_console.print(f"run {run['id']}: {where} (pid {pid}); log: {out / 'run.log'}",
+                          soft_wrap=True)
         return
-    err_console.print(f"run [bold]{run['id']}[/] resumes from {checkpoint}")
+    err_console.print(f"run [bold]{run['id']}[/]: {escape(where)}")
     with RichProgress(run["max_steps"]) as progress:
         execute(registry, run["id"], progress, resume=True)
     show_run(registry, run["id"])
@@ -346,13 +347,16 @@ def _status(status: str) -> str:
 @handle_errors
 def runs_stop(run_ref: str) -> None:
     """Ask a running RUN to stop: it saves a checkpoint at its next step and ends `stopped`
-    (resume it with `tuneyard resume RUN`)."""
+    (resume it with `tuneyard resume RUN`). Also `tuneyard stop RUN`."""
     registry = open_registry()
     run = registry.get_run(run_ref)
     if not registry.request_stop(run["id"]):
         raise TuneyardError(f"run {run['id']} is {run['status']}; only a queued or running run "
                             "can be stopped")
     err_console.print(f"asked run {run['id']} to stop; it checkpoints at its next step")
+
+
+cli.add_command(runs_stop, "stop")  # tuneyard stop RUN, the short form
 
 
 @runs.command("show")

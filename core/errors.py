@@ -37,6 +37,13 @@ class PluginFailed(PluginError):
     exit_code = 1
 
 
+class CheckpointError(TuneyardError):
+    """A checkpoint could not be written (disk full, read-only folder): the run fails, its
+    previous checkpoint intact. The CLI exits with status 1 (a failed run)."""
+
+    exit_code = 1
+
+
 class RunNotFound(TuneyardError):
     """No run with the given id or name exists in the registry."""
 

@@ -6,22 +6,23 @@ the base model with peft's ``merge_and_unload`` (LoRA: W' = W + (alpha / r)·B·
 arXiv:2106.09685) and saved as a standalone model that loads with
 ``AutoModelForCausalLM.from_pretrained`` without tuneyard or peft.
 
-The folder is written under a temporary name next to the target and renamed at the end, so a
-failed export leaves no half-written target; an existing target that is not an empty folder is
-refused, never overwritten.
+The folder is written under a temporary name next to the target and renamed at the end
+(:func:`~tuneyard.core.atomic.written_atomically`), so a failed export leaves no half-written
+target; an existing target that is not an empty folder is refused, never overwritten.
 """
 
 from __future__ import annotations
 
 import math
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneyard.core.atomic import written_atomically
 from tuneyard.core.engine import compose
 from tuneyard.core.errors import TuneyardError
+from tuneyard.core.paths import make_dir
 from tuneyard.core.plugins import get_plugins
 from tuneyard.core.registry import Registry
 from tuneyard.core.runner import LogProgress, Progress, quiet_libraries, trained_model
@@ -90,30 +91,23 @@ def export_run(registry: Registry, ref: str, out: str | Path, merge: bool = Fals
         raise TuneyardError(f"run {run['id']} saved a whole model (strategy '{strategy}'), not "
                             "an adapter: there is nothing to merge; export it without --merge")
 
-    partial = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
     try:
-        partial.mkdir(parents=True)
+        make_dir(out.parent)
+        with written_atomically(out) as partial:
+            if merge:
+                dtype = merge_adapter(run, final, partial, progress)
+                kind, what = "merged-model", f"merged the {strategy} adapter into {base}, {dtype}"
+            else:
+                progress.phase(f"copying {final}")
+                shutil.copytree(final, partial)
+                kind = "export"
+                what = (f"the {strategy} adapter only, not a whole model: load it with peft on "
+                        f"the base model {base}; --merge writes a standalone model"
+                        if saves == "adapter"
+                        else f"the whole model trained by {strategy} from {base}")
+            progress.phase(f"moving it to {out}")
     except OSError as exc:
-        raise TuneyardError(f"export: cannot create {out}: {exc.strerror}") from None
-    try:
-        if merge:
-            dtype = merge_adapter(run, final, partial, progress)
-            kind, what = "merged-model", f"merged the {strategy} adapter into {base}, {dtype}"
-        else:
-            progress.phase(f"copying {final}")
-            shutil.copytree(final, partial, dirs_exist_ok=True)
-            kind = "export"
-            what = (f"the {strategy} adapter only, not a whole model: load it with peft on the "
-                    f"base model {base}; --merge writes a standalone model"
-                    if saves == "adapter" else f"the whole model trained by {strategy} from {base}")
-        progress.phase(f"moving it to {out}")
-        try:
-            partial.rename(out)  # atomic; replaces only an empty folder
-        except OSError as exc:
-            raise TuneyardError(f"export: cannot create {out}: {exc.strerror}") from None
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        raise TuneyardError(f"export: cannot write {out}: {exc.strerror or exc}") from None
     registry.add_artifact(run["id"], kind, str(out))
     return Export(run["id"], out, kind, what, stored_params(out),
                   sum(f.stat().st_size for f in out.rglob("*") if f.is_file()))

@@ -5,7 +5,7 @@ Schema (units in column names; times are ISO-8601 UTC strings):
 - ``runs``: id, name, status (queued/running/completed/failed/stopped/interrupted), spec (JSON),
   plugin_versions (JSON), dataset_source, dataset_fingerprint, train_rows, eval_rows,
   base_model, strategy, host, device, pid, output_dir, max_steps, step, created_at, started_at,
-  heartbeat_at, ended_at, error, stop_requested_at (set by ``tuneyard runs stop``: the run
+  heartbeat_at, ended_at, error, stop_requested_at (set by ``tuneyard stop``: the run
   checkpoints and stops at its next step), resumed_at (the last ``tuneyard resume``;
   ``started_at`` stays the first start).
 - ``metrics``: id (increasing, never reused), run_id, step, name, value, at — training curves

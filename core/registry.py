@@ -14,7 +14,7 @@ import secrets
 import socket
 import sqlite3
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +27,10 @@ from tuneyard.core.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_S = 30.0
 ACTIVE = ("queued", "running")
+#: A run process writes ``runs.heartbeat_at`` this often (seconds).
+HEARTBEAT_S = 5.0
+#: A running run of another host whose heartbeat is older than this (seconds) is interrupted.
+STALE_S = 120.0
 #: Optional fields of a device telemetry sample (``system_metrics`` columns).
 SAMPLE_FIELDS = ("util_pct", "mem_bytes", "mem_total_bytes", "power_w", "temp_c")
 
@@ -75,8 +79,16 @@ class Registry:
         self._migrate()
 
     def _migrate(self) -> None:
-        """Apply pending migrations in one IMMEDIATE transaction (race-safe across processes)."""
+        """Apply pending migrations in one IMMEDIATE transaction (race-safe across processes).
+        An up-to-date registry is only read: opening one (each ``tuneyard runs list``, each
+        TUI screen shown) does not queue for the write lock behind running runs."""
         conn = self.db.conn
+        try:
+            applied = conn.execute("SELECT max(version) FROM migrations").fetchone()[0]
+        except sqlite3.DatabaseError:  # a new file (no table yet); a bad one fails below
+            applied = None
+        if applied is not None and applied >= MIGRATIONS[-1][0]:
+            return
         try:
             with self.transaction():
                 conn.execute("CREATE TABLE IF NOT EXISTS migrations "
@@ -171,17 +183,33 @@ class Registry:
         return [_decode_run(r) for r in self.db.query(sql)]
 
     def reconcile(self) -> None:
-        """Runs of this host whose process is gone: ``running`` ones become ``interrupted``
-        (resumable from their last checkpoint); ``queued`` ones whose detached process died
-        before it started become ``failed``."""
+        """Mark the runs whose process is gone (pid + heartbeat).
+
+        A ``running`` run becomes ``interrupted`` (resumable from its last checkpoint) when, on
+        this host, its pid is dead or belongs to a process started after the run's last
+        heartbeat (the pid was reused), or, on another host, when its heartbeat is older than
+        :data:`STALE_S`. A ``queued`` run of this host whose detached process died before it
+        started becomes ``failed``. A live process that is slow is never marked: its pid is
+        checked, not a timeout.
+        """
         host = socket.gethostname()
-        for row in self.db.query(
-            "SELECT id, pid, status, output_dir FROM runs WHERE status IN (?, ?) AND host = ?",
-            [*ACTIVE, host],
-        ):
-            if not row["pid"] or _pid_alive(row["pid"]):
+        stale_before = (datetime.now(UTC) - timedelta(seconds=STALE_S)).isoformat()
+        # read them all first: an UPDATE while this SELECT is open could not upgrade its read
+        # snapshot to a write, and SQLite answers "database is locked" at once, busy timeout or
+        # not, whenever a run has written since
+        for row in list(self.db.query(
+            "SELECT id, pid, status, host, heartbeat_at, output_dir FROM runs "
+            "WHERE status IN (?, ?)", list(ACTIVE),
+        )):
+            beat = row["heartbeat_at"]
+            if row["host"] != host:
+                if row["status"] != "running" or not beat or beat >= stale_before:
+                    continue
+                status, error = "interrupted", (f"no heartbeat from host {row['host']} since "
+                                                f"{beat}")
+            elif not row["pid"] or _same_process(row["pid"], beat):
                 continue
-            if row["status"] == "running":
+            elif row["status"] == "running":
                 status, error = "interrupted", f"run process {row['pid']} is gone"
             else:
                 status, error = "failed", (f"run process {row['pid']} exited before it "
@@ -190,6 +218,10 @@ class Registry:
                 "UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ? AND status = ?",
                 [status, now(), error, row["id"], row["status"]],
             )
+
+    def heartbeat(self, run_id: str) -> None:
+        """Record that the run's process is alive (``runs.heartbeat_at``, now)."""
+        self.db.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", [now(), run_id])
 
     def request_stop(self, run_id: str) -> bool:
         """Ask a queued or running run to stop: it saves a checkpoint at its next step and
@@ -206,16 +238,21 @@ class Registry:
 
     # -- metrics, checkpoints, artifacts, evaluations --------------------------------------
     def add_metrics(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
-        """Write one step's metrics and the run's step/heartbeat in one transaction."""
-        at = now()
+        """Write one step's metrics, stamped now (see :meth:`add_steps`)."""
+        self.add_steps(run_id, [(step, metrics, now())])
+
+    def add_steps(self, run_id: str, steps: list[tuple[int, dict[str, float], str]]) -> None:
+        """Write logged steps' metrics, ``(step, {name: value}, at)`` oldest first, and the
+        run's latest step and heartbeat, in one transaction."""
+        if not steps:
+            return
         with self.transaction():
             self._insert_many("metrics", [
                 {"run_id": run_id, "step": step, "name": k, "value": float(v), "at": at}
-                for k, v in metrics.items()
+                for step, metrics, at in steps for k, v in metrics.items()
             ])
-            self.db.conn.execute(
-                "UPDATE runs SET step = ?, heartbeat_at = ? WHERE id = ?", [step, at, run_id]
-            )
+            self.db.conn.execute("UPDATE runs SET step = ?, heartbeat_at = ? WHERE id = ?",
+                                 [steps[-1][0], now(), run_id])
 
     def metrics(self, run_id: str, name: str) -> list[tuple[int, float]]:
         """``(step, value)`` of one metric of a run, by step."""
@@ -360,11 +397,19 @@ def _decode_run(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _pid_alive(pid: int) -> bool:
+def _same_process(pid: int, heartbeat_at: str | None) -> bool:
+    """Whether ``pid`` is alive and is the process that wrote ``heartbeat_at``. A zombie (a
+    dead run process its launcher has not reaped yet) is dead; a process created after that
+    heartbeat got a reused pid (``psutil.Process.create_time``)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        created = proc.create_time()
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.Error:  # e.g. access denied: alive, and not ours to judge
         return True
-    return True
+    return not heartbeat_at or created <= datetime.fromisoformat(heartbeat_at).timestamp()

@@ -26,13 +26,17 @@ from typing import Any, Protocol
 
 import yaml
 
+from tuneyard.core.atomic import remove_partials, written_atomically
 from tuneyard.core.components import LABEL_TASKS, EvalContext, EvalResult, Example
 from tuneyard.core.engine import Composition, compose
-from tuneyard.core.errors import DataError, PluginError, PluginFailed, SpecError, TuneyardError
+from tuneyard.core.errors import (CheckpointError, DataError, PluginError, PluginFailed, SpecError,
+                                   TuneyardError)
 from tuneyard.core.formats import (IGNORE_INDEX, PadCollator, label_names, pack, resolve_columns,
                                    to_examples, tokenize, tokenize_all)
+from tuneyard.core.models import set_chat_template
+from tuneyard.core.paths import make_dir, never_world_writable
 from tuneyard.core.plugins import Plugins, get_plugins
-from tuneyard.core.registry import Registry, now
+from tuneyard.core.registry import HEARTBEAT_S, Registry, now
 from tuneyard.core.spec import EvaluatorSpec, RunSpec
 
 log = logging.getLogger("tuneyard.core.runner")  # not __name__: that is __main__ under -m
@@ -80,7 +84,6 @@ class Data:
         eval_examples: held-out examples as text.
         eval_rows: the held-out examples tokenized, one row each (see :class:`EvalContext`).
         fingerprint: hash of the source's data, the dataset spec and the seed.
-        dropped: training examples truncated to no label.
         collator: makes evaluation batches (right padding).
         train_collator: makes training batches: padding, flattening (``training.packing``),
             stacking blocks, or random masking (masked LM).
@@ -91,7 +94,6 @@ class Data:
     eval_examples: list[Example]
     eval_rows: list[dict[str, Any]]
     fingerprint: str
-    dropped: int
     collator: PadCollator
     train_collator: Any
     label_names: list[str] | None
@@ -124,7 +126,8 @@ def load_rows(comp: Composition, progress: Progress) -> Any:
     """Load the dataset source's rows and check the format's columns (before any model loads).
 
     Raises:
-        DataError: fewer than 2 rows, or a column the format needs is missing.
+        DataError: fewer than 2 rows, or a column the format needs is missing or empty in
+            every row.
     """
     spec = comp.spec
     progress.phase(f"loading dataset ({spec.dataset.source})")
@@ -139,7 +142,7 @@ def load_rows(comp: Composition, progress: Progress) -> Any:
     if len(rows) < 2:
         raise DataError(f"dataset: source '{spec.dataset.source}' gave {len(rows)} rows; "
                         "need at least 2 (one to train, one to evaluate)")
-    resolve_columns(spec.dataset.format, list(rows.column_names), spec.dataset.columns)
+    resolve_columns(spec.dataset.format, rows, spec.dataset.columns)
     n_eval = eval_size(len(rows), spec)
     if n_eval >= len(rows):
         raise DataError(f"dataset.eval_split: {spec.dataset.eval_split} holds out {n_eval} of "
@@ -165,7 +168,19 @@ def split(n_rows: int, spec: RunSpec) -> tuple[list[int], list[int]]:
 
 def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
     """Render rows in the spec's format, split off the held-out eval set, tokenize for the run's
-    task, and choose the collators."""
+    task, and choose the collators.
+
+    Examples longer than ``training.max_seq_len`` are cut in the prompt only; those whose
+    answer and EOS do not fit are dropped, and logged as a warning with how many of how many
+    (see :func:`~tuneyard.core.formats.tokenize`). The fingerprint hashes the rows' content,
+    so a data file rewritten since an earlier run (even with the same size and modification
+    time) gets a new one.
+
+    Raises:
+        DataError: every row has an empty answer, or no training example fits in
+            ``training.max_seq_len`` (raise it), or a packing strategy's text holds less than
+            one block.
+    """
     spec = comp.spec
     examples = to_examples(rows, spec.dataset.format, spec.dataset.columns, tokenizer)
     empty = sum(not e.completion.strip() for e in examples)
@@ -184,10 +199,18 @@ def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
     whole = None if comp.strategy.pack else max_len  # documents are cut into blocks, not cut off
     train_rows, dropped = tokenize_all([examples[i] for i in kept], tokenizer, whole,
                                        comp.task, label_ids)
-    eval_rows, _ = tokenize_all(eval_examples, tokenizer, whole, comp.task, label_ids)
+    eval_rows, eval_dropped = tokenize_all(eval_examples, tokenizer, whole, comp.task, label_ids)
     if not train_rows:
-        raise DataError(f"training.max_seq_len: {max_len} tokens cut off the answer of every "
-                        "training row; raise it")
+        raise DataError(f"training.max_seq_len: none of the {dropped} training examples fits "
+                        f"in {max_len} tokens (an example keeps its whole answer and EOS and at "
+                        "least one prompt token; only the prompt is cut); raise "
+                        "training.max_seq_len")
+    for name, n, total in (("training", dropped, len(kept)),
+                           ("held-out", eval_dropped, len(held_out))):
+        if n:
+            log.warning("dropped %d of %d %s examples: their answer and EOS do not fit in "
+                        "training.max_seq_len (%d tokens) next to a prompt token; raise "
+                        "training.max_seq_len to keep them", n, total, name, max_len)
     if comp.strategy.pack:  # the held-out text is cut into blocks as the training text is
         documents = comp.task == "causal-lm"
         train_rows, eval_rows = (pack(train_rows, max_len, documents),
@@ -198,11 +221,14 @@ def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
                                 f"{max_len} tokens, not one packed block; lower it or add text "
                                 "(or raise dataset.eval_split)")
     digest = hashlib.sha256(json.dumps(
-        [rows._fingerprint, spec.dataset.model_dump(mode="json"), spec.training.seed],
-        sort_keys=True).encode())
+        [spec.dataset.model_dump(mode="json"), spec.training.seed], sort_keys=True).encode())
+    # the rows' values (~1 s for 200k rows): datasets' own fingerprint of rows read from its
+    # cache is their path and modification time, which a rewritten file may keep
+    for batch in rows.iter(batch_size=10_000):  # {column: [values]}
+        digest.update(json.dumps(batch, sort_keys=True, default=str).encode())
     collator = PadCollator(tokenizer.pad_token_id)
-    return Data(train_rows, eval_examples, eval_rows, digest.hexdigest()[:16], dropped,
-                collator, train_collator(comp, tokenizer, collator), names)
+    return Data(train_rows, eval_examples, eval_rows, digest.hexdigest()[:16], collator,
+                train_collator(comp, tokenizer, collator), names)
 
 
 def train_collator(comp: Composition, tokenizer: Any, collator: PadCollator) -> Any:
@@ -228,14 +254,19 @@ def train_collator(comp: Composition, tokenizer: Any, collator: PadCollator) -> 
 
 
 def evaluate(comp: Composition, plugins: Plugins, registry: Registry, run_id: str, model: Any,
-             tokenizer: Any, data: Data, checkpoint: str, progress: Progress
-             ) -> dict[str, dict[str, float]]:
-    """Run every evaluator of the spec on the held-out set and record the results."""
+             tokenizer: Any, data: Data, checkpoint: str, progress: Progress,
+             missing_only: bool = False) -> dict[str, dict[str, float]]:
+    """Run every evaluator of the spec on the held-out set and record the results; with
+    ``missing_only``, only those with no result at ``checkpoint`` yet (a resumed run)."""
     import torch
 
+    done = {e["evaluator"] for e in registry.evaluations(run_id)
+            if e["checkpoint"] == checkpoint} if missing_only else set()
     results = {}
     model.eval()
     for ev in comp.evaluators:
+        if ev.name in done:
+            continue
         progress.phase(f"evaluating {checkpoint}: {ev.name}")
         ctx = EvalContext(model, tokenizer, data.eval_examples, data.eval_rows, data.collator,
                           torch.device(comp.device), comp.spec.training.eval_batch_size,
@@ -325,6 +356,7 @@ def load_model(comp: Composition, rows: Any, progress: Progress) -> tuple[Any, A
     # transformers ignores the document bounds that pre-training blocks' position_ids carry.
     # generate() still caches, through its generation config.
     loaded[0].config.use_cache = False
+    set_chat_template(*loaded, spec.dataset.chat_template)
     return loaded
 
 
@@ -333,19 +365,27 @@ def execute(registry: Registry, run_id: str, progress: Progress | None = None,
     """Run ``run_id`` to its end in this process and return its final status.
 
     The run row is ``running`` while it trains, then ``completed``. A stop request
-    (``tuneyard runs stop``, the TUI, or SIGTERM) saves a checkpoint at the next step and ends
-    it ``stopped``; on an exception it is ``failed`` with the reason in ``runs.error`` and the
-    exception propagates; on Ctrl-C it is ``stopped`` (no checkpoint). With ``resume`` the run
-    continues from its last checkpoint (see :func:`resume_checkpoint`). Log lines go to
-    ``<output_dir>/run.log``; device telemetry is sampled every
-    ``training.telemetry_interval_s`` seconds in a background thread.
+    (``tuneyard stop``, the TUI, SIGTERM or Ctrl-C; see :class:`StopRequest`) saves a
+    checkpoint at the next step and ends it ``stopped``; during loading or an evaluation it
+    ends at once, ``stopped`` too. On an exception it is ``failed`` with the reason in
+    ``runs.error`` and the exception propagates; a second Ctrl-C aborts: ``interrupted``, and
+    ``KeyboardInterrupt`` propagates. With ``resume`` the run continues where it stopped (see
+    :func:`resume_point`). Log lines go to ``<output_dir>/run.log``; a :class:`Heartbeat`
+    thread marks the run alive, and device telemetry is sampled every
+    ``training.telemetry_interval_s`` seconds in another. Nothing it writes is writable by
+    others (:func:`~tuneyard.core.paths.never_world_writable`).
     """
+    with never_world_writable():
+        return _execute(registry, run_id, progress, resume)
+
+
+def _execute(registry: Registry, run_id: str, progress: Progress | None, resume: bool) -> str:
     quiet_libraries()
     plugins = get_plugins()
     run = registry.get_run(run_id)
-    checkpoint = resume_checkpoint(registry, run) if resume else None
+    start_at = resume_point(registry, run) if resume else None
     out = Path(run["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     file_log = logging.FileHandler(out / "run.log", encoding="utf-8")
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     pkg_log = logging.getLogger("tuneyard")
@@ -363,10 +403,14 @@ def execute(registry: Registry, run_id: str, progress: Progress | None = None,
     stop = StopRequest(registry, run_id)
     status, error = "failed", None
     try:
-        with stop.on_sigterm():
-            status = _train(registry, plugins, run, spec, progress, stop, checkpoint)
+        with stop.handling_signals(), Heartbeat(registry.path, run_id, stop):
+            status = _train(registry, plugins, run, spec, progress, stop, start_at)
+    except RunStopped:
+        status = "stopped"
+        progress.phase("stopped while loading or evaluating; tuneyard resume continues where "
+                       "it stopped")
     except KeyboardInterrupt:
-        status, error = "stopped", "interrupted by the user (Ctrl-C)"
+        status, error = "interrupted", "aborted by a second Ctrl-C (no checkpoint saved)"
         raise
     except Exception as exc:
         error = str(exc) if isinstance(exc, TuneyardError) else f"{type(exc).__name__}: {exc}"
@@ -382,52 +426,164 @@ def execute(registry: Registry, run_id: str, progress: Progress | None = None,
     return status
 
 
-def resume_checkpoint(registry: Registry, run: dict[str, Any]) -> Path:
-    """The latest Trainer checkpoint (``checkpoints/checkpoint-N``, with optimizer, scheduler
-    and RNG state) a run can resume from.
+@dataclass
+class ResumePoint:
+    """Where a resumed run continues: training from ``checkpoint`` (``None``: from step 0, the
+    run saved none), or, when ``finished`` (its ``final/`` folder exists), only the final
+    evaluations it lacks."""
+
+    checkpoint: Path | None
+    finished: bool
+
+    def describe(self) -> str:
+        if self.finished:
+            return "its training finished; it runs the final evaluations it lacks"
+        if self.checkpoint is None:
+            return "it saved no checkpoint; training starts again from step 0"
+        return f"resumes from {self.checkpoint}"
+
+
+def resume_point(registry: Registry, run: dict[str, Any]) -> ResumePoint:
+    """Where ``run`` resumes: the latest complete Trainer checkpoint on disk
+    (``checkpoints/checkpoint-N`` with its ``trainer_state.json``: model or adapter, optimizer,
+    scheduler, RNG states and step; checkpoints are renamed into place only once written, see
+    :mod:`tuneyard.core.atomic`), recorded in the registry if the process died before it could
+    record it.
 
     Raises:
-        TuneyardError: the run is not stopped, interrupted or failed, or it has no checkpoint
-            folder left on disk.
+        TuneyardError: the run is not stopped, interrupted or failed.
     """
     if run["status"] not in ("stopped", "interrupted", "failed"):
         raise TuneyardError(f"run {run['id']} is {run['status']}; only a stopped, interrupted "
                             "or failed run can be resumed")
-    for ckpt in reversed(registry.checkpoints(run["id"])):
-        path = Path(ckpt["path"])
-        if path.name.startswith("checkpoint-") and (path / "trainer_state.json").is_file():
-            return path
-    raise TuneyardError(f"run {run['id']} has no checkpoint to resume from (it saves one every "
-                        "training.save_steps steps and when stopped); start it again with "
-                        "tuneyard run")
+    out = Path(run["output_dir"])
+    if (out / "final").is_dir():
+        return ResumePoint(None, finished=True)
+    found = sorted((int(p.name.removeprefix("checkpoint-")), p)
+                   for p in (out / "checkpoints").glob("checkpoint-*")
+                   if p.name.removeprefix("checkpoint-").isdigit()
+                   and (p / "trainer_state.json").is_file())
+    if not found:
+        return ResumePoint(None, finished=False)
+    step, path = found[-1]
+    if str(path) not in {c["path"] for c in registry.checkpoints(run["id"])}:
+        registry.add_checkpoint(run["id"], step, str(path))
+    return ResumePoint(path, finished=False)
+
+
+class RunStopped(KeyboardInterrupt):
+    """Raised in the main thread when a stop request arrives outside the training loop
+    (loading, evaluating): there is no step to finish, so the run ends at once. A subclass of
+    ``KeyboardInterrupt`` so that no ``except Exception`` (a plugin's, a library's) swallows
+    it."""
 
 
 class StopRequest:
-    """Whether the run was asked to stop: by SIGTERM, or by ``runs.stop_requested_at`` (one
-    primary-key read per step, negligible next to a step). The training callback only reads
-    it; the Trainer's loop saves a checkpoint and ends (the transformers ``TrainerCallback``
-    contract: callbacks set flags)."""
+    """Whether the run was asked to stop, and how the request reaches the run.
+
+    Requests: ``runs.stop_requested_at`` (``tuneyard stop``, the TUI; read with each registry
+    write of the training callback, every :data:`FLUSH_S` seconds, and every
+    :data:`~tuneyard.core.registry.HEARTBEAT_S` seconds by the :class:`Heartbeat`), SIGTERM,
+    and Ctrl-C (SIGINT; a second Ctrl-C aborts at once: ``KeyboardInterrupt``). While
+    training, the callback only reads the flag and the Trainer's loop saves a checkpoint and
+    ends (the transformers ``TrainerCallback`` contract: callbacks set flags). Inside
+    :meth:`interruptible` (loading, evaluating) a request raises :class:`RunStopped` in the
+    main thread instead.
+    """
 
     def __init__(self, registry: Registry, run_id: str) -> None:
         self.registry, self.run_id = registry, run_id
         self.signalled = threading.Event()
+        self._interruptible = False
+        self._signals = False
 
     def __bool__(self) -> bool:
-        if not self.signalled.is_set() and self.registry.stop_requested(self.run_id):
-            self.signalled.set()
         return self.signalled.is_set()
 
+    def poll(self) -> None:
+        """Read ``runs.stop_requested_at`` (one primary-key read)."""
+        if not self.signalled.is_set() and self.registry.stop_requested(self.run_id):
+            self.request("tuneyard stop")
+
+    def request(self, by: str) -> None:
+        """Stop the run (from any thread): set the flag and, when the main thread is in an
+        interruptible phase, interrupt it (through the SIGTERM handler)."""
+        if self.signalled.is_set():
+            return
+        log.warning("stop requested (%s): the run saves a checkpoint at its next step (or ends "
+                    "now if it is loading or evaluating)", by)
+        self.signalled.set()
+        if self._interruptible and self._signals and (
+                threading.current_thread() is not threading.main_thread()):
+            # a real signal, so that a blocking call in the main thread returns (EINTR)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGINT and self.signalled.is_set():
+            raise KeyboardInterrupt  # the second Ctrl-C: abort without a checkpoint
+        self.request("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+        if self._interruptible:
+            raise RunStopped
+
     @contextlib.contextmanager
-    def on_sigterm(self) -> Iterator[None]:
-        """Turn SIGTERM into a stop request while training (main thread only)."""
+    def handling_signals(self) -> Iterator[None]:
+        """Turn SIGTERM and SIGINT into stop requests for the block (main thread only; in
+        another thread, only registry requests reach the run)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.signal(signal.SIGTERM, lambda *_: self.signalled.set())
+        previous = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        self._signals = True
         try:
             yield
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            self._signals = False
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A phase with no step to finish (loading, evaluating): a stop request (already
+        made, or arriving during the block) raises :class:`RunStopped`."""
+        if self.signalled.is_set():
+            raise RunStopped
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
+
+
+class Heartbeat:
+    """Writes ``runs.heartbeat_at`` every :data:`~tuneyard.core.registry.HEARTBEAT_S` seconds
+    from a daemon thread with its own registry connection, for the whole run, so a reader can
+    tell a live run from a dead one (:meth:`Registry.reconcile`); and passes a registry stop
+    request on to ``stop`` when the run is not stepping (loading, evaluating)."""
+
+    def __init__(self, registry_path: Path, run_id: str, stop: StopRequest) -> None:
+        self.path, self.run_id, self.stop = registry_path, run_id, stop
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="tuneyard-heartbeat",
+                                       daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.done.set()
+        self.thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        registry = Registry(self.path, create=False)
+        while not self.done.wait(HEARTBEAT_S):
+            try:
+                registry.heartbeat(self.run_id)
+                if registry.stop_requested(self.run_id):  # this thread's connection
+                    self.stop.request("tuneyard stop")
+            except Exception as exc:  # a busy or vanished registry must not end the run
+                log.warning("could not record the heartbeat: %s", exc)
 
 
 class Telemetry:
@@ -479,45 +635,78 @@ class Telemetry:
 
 
 def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], spec: RunSpec,
-           progress: Progress, stop: StopRequest, checkpoint: Path | None) -> str:
-    """Train ``run`` (its validated ``spec``; from ``checkpoint`` when resuming) and evaluate;
-    ``completed`` or ``stopped``."""
-    import torch
-    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+           progress: Progress, stop: StopRequest, start_at: ResumePoint | None) -> str:
+    """Train ``run`` (its validated ``spec``; from ``start_at`` when resuming) and evaluate;
+    ``completed`` or ``stopped``. Loading and evaluating are interruptible (see
+    :class:`StopRequest`)."""
+    from transformers import set_seed
 
     run_id, out = run["id"], Path(run["output_dir"])
     comp = compose(spec, plugins)
     used = plugins.used_by_run(list(comp.plugin_of.values()))
     registry.update_run(run_id, plugin_versions=plugins.versions(used))
     t = spec.training
-    if checkpoint is None:
+    if start_at is None:
         (out / "spec.yaml").write_text(yaml.safe_dump(run["spec"], sort_keys=False))
         registry.add_artifact(run_id, "spec", str(out / "spec.yaml"))
     set_seed(t.seed)
 
-    rows = load_rows(comp, progress)
-    model, tokenizer = load_model(comp, rows, progress)
-    data = prepare_data(comp, rows, tokenizer)
-    if data.dropped:
-        log.warning("dropped %d training examples whose answer was truncated away "
-                    "(raise training.max_seq_len)", data.dropped)
+    with stop.interruptible():
+        rows = load_rows(comp, progress)
+        model, tokenizer = load_model(comp, rows, progress)
+        data = prepare_data(comp, rows, tokenizer)
+    if start_at is not None:
+        check_same_data(run, data)
     registry.update_run(
         run_id, dataset_fingerprint=data.fingerprint, train_rows=len(data.train_rows),
         eval_rows=len(data.eval_rows), base_model=comp.provider.model_id(), device=comp.device,
     )
-    set_seed(t.seed)  # adapter init must not depend on what loading the model consumed
-    model = guarded(comp.strategy, comp.plugin_of, "prepare the model", comp.strategy.prepare,
-                    model)
-    if not hasattr(model, "to"):
-        raise component_failed(comp.strategy, comp.plugin_of,
-                               f"prepare() returned {type(model).__name__}, not a model")
+    final = out / "final"
+    if start_at is not None and start_at.finished:
+        model = guarded(comp.strategy, comp.plugin_of, "load its checkpoint",
+                        comp.strategy.load_checkpoint, model, str(final))
+    else:
+        set_seed(t.seed)  # adapter init must not depend on what loading the model consumed
+        model = guarded(comp.strategy, comp.plugin_of, "prepare the model",
+                        comp.strategy.prepare, model)
+        if not hasattr(model, "to"):
+            raise component_failed(comp.strategy, comp.plugin_of,
+                                   f"prepare() returned {type(model).__name__}, not a model")
     model.to(comp.device)
     plugins.fire("on_run_start", run_id=run_id, spec=run["spec"], output_dir=str(out))
-    if not any(e["checkpoint"] == "base" for e in registry.evaluations(run_id)):
-        evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "base", progress)
+    if start_at is None or not start_at.finished:
+        with stop.interruptible():
+            evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "base", progress,
+                     missing_only=True)
+        if not trained(registry, run_id, out, comp, data, model, tokenizer, plugins, progress,
+                       stop, start_at.checkpoint if start_at else None):
+            return "stopped"
+    with stop.interruptible():
+        evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "final", progress,
+                 missing_only=True)
+    return "completed"
 
+
+def trained(registry: Registry, run_id: str, out: Path, comp: Composition, data: Data,
+            model: Any, tokenizer: Any, plugins: Plugins, progress: Progress, stop: StopRequest,
+            checkpoint: Path | None) -> bool:
+    """Train ``model`` with transformers' ``Trainer`` (from ``checkpoint`` when resuming) and
+    save it to ``<output_dir>/final``; ``False`` when a stop request ended training first (a
+    checkpoint is saved).
+
+    Every checkpoint and ``final/`` is written under a temporary name and renamed into place
+    (:func:`~tuneyard.core.atomic.written_atomically`), with the run's tokenizer.
+
+    Raises:
+        CheckpointError: a checkpoint or ``final/`` could not be written (disk full, read-only
+            folder); the previous checkpoint is intact.
+    """
+    import torch
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    t, folder = comp.spec.training, out / "checkpoints"
     args = TrainingArguments(
-        output_dir=str(out / "checkpoints"), max_steps=t.max_steps,
+        output_dir=str(folder), max_steps=t.max_steps,
         per_device_train_batch_size=t.micro_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
@@ -530,41 +719,95 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], spec: RunS
         eval_strategy="steps" if t.eval_steps else "no", eval_steps=t.eval_steps,
         per_device_eval_batch_size=t.eval_batch_size, prediction_loss_only=True,
     )
-    callback = RegistryCallback(registry, plugins, run_id, progress, stop, tokenizer)
+    callback = RegistryCallback(registry, plugins, run_id, progress, stop)
 
-    class SeededEvalTrainer(Trainer):
-        """Evaluates (``training.eval_steps``) under a forked, seeded RNG: every evaluation
-        masks the held-out set the same way (masked LM), and training's random stream is the
-        same with or without evaluations."""
+    class RunTrainer(Trainer):
+        """The Trainer, with two changes:
+
+        - evaluation (``training.eval_steps``) runs under a forked, seeded RNG: every
+          evaluation masks the held-out set the same way (masked LM), and training's random
+          stream is the same with or without evaluations;
+        - a checkpoint is written to a temporary folder and renamed into place once complete,
+          with the tokenizer (a trained one exists nowhere else).
+        """
+
+        staging: Path | None = None
 
         def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
             with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
                 torch.manual_seed(t.seed)
                 return super().evaluate(*args, **kwargs)
 
-    trainer = SeededEvalTrainer(model=model, args=args, train_dataset=data.train_rows,
-                      eval_dataset=data.eval_rows if t.eval_steps else None,
-                      data_collator=data.train_collator, callbacks=[callback])
+        def _get_output_dir(self, trial: Any) -> str:
+            return str(self.staging) if self.staging else super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            name = f"checkpoint-{self.state.global_step}"
+            with written(folder / name) as partial:
+                self.staging = partial.parent  # the Trainer writes <staging>/<name>
+                try:
+                    super()._save_checkpoint(model, trial)
+                finally:
+                    self.staging = None
+                tokenizer.save_pretrained(str(partial))
+
+    trainer = RunTrainer(model=model, args=args, train_dataset=data.train_rows,
+                         eval_dataset=data.eval_rows if t.eval_steps else None,
+                         data_collator=data.train_collator, callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
+    make_dir(folder)
+    remove_partials(folder)  # what a killed process left half-written
     if checkpoint is not None:
         step = int(checkpoint.name.removeprefix("checkpoint-"))
         registry.delete_metrics_after(run_id, step)  # the resumed run logs them again
         progress.phase(f"resuming from step {step}")
+    else:
+        registry.delete_metrics_after(run_id, 0)  # a run resumed without a checkpoint
     progress.phase("training")
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        callback.flush()  # the last steps, also of a training that failed
     if stop and trainer.state.global_step < t.max_steps:
         progress.phase(f"stopped at step {trainer.state.global_step} (checkpoint saved)")
-        return "stopped"
+        return False
 
     final = out / "final"
-    trainer.save_model(str(final))
-    tokenizer.save_pretrained(str(final))
+    with written(final) as partial:
+        trainer.save_model(str(partial))
+        tokenizer.save_pretrained(str(partial))
     step = trainer.state.global_step
     registry.add_checkpoint(run_id, step, str(final))
     registry.add_artifact(run_id, comp.strategy.saves, str(final))
     plugins.fire("on_checkpoint_saved", run_id=run_id, step=step, path=str(final))
-    evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "final", progress)
-    return "completed"
+    return True
+
+
+@contextlib.contextmanager
+def written(target: Path) -> Iterator[Path]:
+    """:func:`~tuneyard.core.atomic.written_atomically`, with a write failure reported as a
+    :class:`CheckpointError` naming the folder and the reason."""
+    try:
+        with written_atomically(target) as partial:
+            yield partial
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not write {target.name} to {target.parent}: {exc.strerror or exc}; the "
+            "previous checkpoint is intact (free space or fix the folder, then: tuneyard "
+            "resume RUN)") from exc
+
+
+def check_same_data(run: dict[str, Any], data: Data) -> None:
+    """Refuse to go on with a run whose dataset changed since it trained.
+
+    Raises:
+        TuneyardError: ``runs.dataset_fingerprint`` differs from ``data``'s.
+    """
+    if run["dataset_fingerprint"] and data.fingerprint != run["dataset_fingerprint"]:
+        raise TuneyardError(
+            f"run {run['id']}: its dataset changed since it trained (fingerprint "
+            f"{run['dataset_fingerprint']}, now {data.fingerprint}), so the held-out rows would "
+            "not be the ones it was evaluated on; restore the data or start a new run")
 
 
 def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
@@ -594,11 +837,7 @@ def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
                             f"run {run['id']} trained a {task} model")
     comp = compose(spec, plugins)
     model, tokenizer, data = trained_model(comp, run, progress)
-    if run["dataset_fingerprint"] and data.fingerprint != run["dataset_fingerprint"]:
-        raise TuneyardError(
-            f"run {run['id']}: its dataset changed since it trained (fingerprint "
-            f"{run['dataset_fingerprint']}, now {data.fingerprint}), so the held-out rows would "
-            "not be the ones it was evaluated on; restore the data or start a new run")
+    check_same_data(run, data)
     return evaluate(comp, plugins, registry, run["id"], model, tokenizer, data, "final", progress)
 
 
@@ -626,19 +865,27 @@ def trained_model(comp: Composition, run: dict[str, Any], progress: Progress
     return model, tokenizer, data
 
 
+#: Logged steps are written to the registry at most this often (seconds), in one transaction,
+#: and the registry's stop request is read as often: a transaction per step would cost ~3% of a
+#: tiny model's 11 ms step on 2 CPU cores, batched it is <1% (bench/registry_write.py).
+FLUSH_S = 0.25
+
+
 def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress: Progress,
-                     stop: StopRequest, tokenizer: Any) -> Any:
+                     stop: StopRequest) -> Any:
     """A ``TrainerCallback`` that records each logged step and checkpoint, and passes on a
     stop request.
 
-    Each checkpoint gets the run's tokenizer too (a trained one exists nowhere else). Per
-    logged step it writes ``loss``, ``learning_rate``, ``grad_norm``, ``epoch`` and
+    Per logged step it records ``loss``, ``learning_rate``, ``grad_norm``, ``epoch`` and
     ``tokens_per_s`` (non-padding input tokens per second of wall time since the previous log)
-    in one registry transaction and fires ``on_step_end``. After each Trainer evaluation
-    (``training.eval_steps``) it writes ``eval_loss``: the mean of the model's loss over the
-    held-out batches (transformers ``Trainer.evaluate``; each batch's loss is its mean per
-    label token). When ``stop`` is set it asks the Trainer to save a checkpoint and end after
-    this step. It records and sets flags; the Trainer's loop does the training.
+    and fires ``on_step_end``; the steps are written every :data:`FLUSH_S` seconds in one
+    transaction (:meth:`Registry.add_steps`), and before each checkpoint, after each
+    evaluation and at the end of training (:meth:`flush`), so a checkpoint never has steps
+    the registry lacks. After each Trainer evaluation (``training.eval_steps``) it records
+    ``eval_loss``: the mean of the model's loss over the held-out batches (transformers
+    ``Trainer.evaluate``; each batch's loss is its mean per label token). When ``stop`` is set
+    it asks the Trainer to save a checkpoint and end after this step (or this evaluation). It
+    records and sets flags; the Trainer's loop does the training.
     """
     from transformers import TrainerCallback
 
@@ -646,6 +893,15 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
         def __init__(self) -> None:
             self.last_time = time.perf_counter()
             self.last_tokens = 0
+            self.pending: list[tuple[int, dict[str, float], str]] = []
+            self.flushed_at = time.perf_counter()
+
+        def flush(self) -> None:
+            """Write the pending steps and read the registry's stop request."""
+            registry.add_steps(run_id, self.pending)
+            self.pending = []
+            self.flushed_at = time.perf_counter()
+            stop.poll()
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.last_tokens = int(state.num_input_tokens_seen)  # nonzero when resuming
@@ -665,19 +921,23 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
                        if logs.get(k) is not None}
             metrics["tokens_per_s"] = (tokens - self.last_tokens) / max(t - self.last_time, 1e-9)
             self.last_time, self.last_tokens = t, tokens
-            registry.add_metrics(run_id, state.global_step, metrics)
+            self.pending.append((state.global_step, metrics, now()))
             plugins.fire("on_step_end", run_id=run_id, step=state.global_step, metrics=metrics)
             progress.step(state.global_step, state.max_steps, metrics)
+            if t - self.flushed_at >= FLUSH_S:
+                self.flush()
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             if metrics and "eval_loss" in metrics:
-                registry.add_metrics(run_id, state.global_step,
-                                     {"eval_loss": float(metrics["eval_loss"])})
-                self.last_time = time.perf_counter()  # evaluation time is not training time
+                self.pending.append((state.global_step,
+                                     {"eval_loss": float(metrics["eval_loss"])}, now()))
+            self.flush()
+            self.last_time = time.perf_counter()  # evaluation time is not training time
+            self.on_step_end(args, state, control)  # a stop request that came meanwhile
 
         def on_save(self, args, state, control, **kwargs):
+            self.flush()
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            tokenizer.save_pretrained(str(path))  # each checkpoint loads on its own
             registry.add_checkpoint(run_id, state.global_step, str(path))
             plugins.fire("on_checkpoint_saved", run_id=run_id, step=state.global_step,
                          path=str(path))

@@ -13,7 +13,8 @@ import site
 import socket
 import subprocess
 import sys
-from datetime import datetime, timedelta
+import types
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,38 @@ def qa_jsonl(tmp_path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def write_every_step(monkeypatch):
+    """In-process runs write each logged step to the registry at once (``runner.FLUSH_S = 0``,
+    0.25 s in use), so a test that asks for a stop through the registry at step N sees the run
+    checkpoint at step N + 1. ``test_stop_resume.py`` tests the batching itself."""
+    from tuneyard.core import runner
+
+    monkeypatch.setattr(runner, "FLUSH_S", 0.0)
+
+
+@pytest.fixture
+def plugin():
+    """Register a lifecycle plugin object for one test (``plugin(obj, name)``: its ``on_*``
+    methods become the plugin's hooks)."""
+    from tuneyard.core.plugins import get_plugins
+
+    p, names = get_plugins(), []
+
+    def add(obj, name: str) -> None:
+        module = types.ModuleType(name)
+        for attr in dir(obj):
+            if attr.startswith("on_"):
+                setattr(module, attr, getattr(obj, attr))
+        p.register_plugin(module, name=name)
+        names.append(name)
+
+    yield add
+    for name in names:
+        p.pm.unregister(name=name)
+        p.infos.pop(name, None)
+
+
 @pytest.fixture
 def make_spec(tmp_path, tiny_model_dir):
     """Factory: write a run spec (LoRA on the tiny model, 12 steps, perplexity) for a JSONL
@@ -219,7 +252,10 @@ def seeded_registry(tmp_path) -> Path:
                                         "learning_rate": lr * (1 - step / max_steps),
                                         "tokens_per_s": 2000.0 + 10 * step})
         reg.db.execute("UPDATE metrics SET at = ? WHERE run_id = ?", [at, rid])
-        reg.db.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", [at, rid])
+        # a running run's last heartbeat is really now: one before this process started would
+        # mean its pid was reused by another process (Registry.reconcile)
+        beat = datetime.now(UTC).isoformat() if status == "running" else at
+        reg.db.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", [beat, rid])
         if status == "completed":
             for ckpt, ppl in (("base", 40.0 + scale), ("final", 12.0 + scale)):
                 reg.add_evaluation(rid, ckpt, "perplexity",

@@ -202,13 +202,15 @@ def test_a_failed_copy_leaves_no_folder_behind(tmp_path, qa_jsonl, make_spec, mo
     Registry(reg).add_artifact(run_id, "model", str(run_dir / "final"))
 
     def copy_then_fail(src, dst, **kwargs):
+        Path(dst).mkdir()
         (Path(dst) / "model.safetensors").write_bytes(b"x" * 50)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("tuneyard.core.export.shutil.copytree", copy_then_fail)
     exports = tmp_path / "exports"
     result = tuneyard(reg, "export", run_id, str(exports / "out"))
-    assert result.exit_code == 1
-    assert "Failed: OSError: [Errno 28] No space left on device" in result.output
+    assert result.exit_code == 2
+    assert f"Error: export: cannot write {exports / 'out'}: No space left on device" in \
+        " ".join(result.output.split())
     assert list(exports.iterdir()) == []  # neither the target nor the partial folder
     assert [a["kind"] for a in Registry(reg).artifacts(run_id)] == ["model"]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import BaseModel
@@ -20,7 +21,7 @@ from tuneyard.core.errors import RunNotFound, TuneyardError
 from tuneyard.core.hookspecs import hookimpl
 from tuneyard.core.migrations import MIGRATIONS
 from tuneyard.core.plugins import Plugins
-from tuneyard.core.registry import Registry
+from tuneyard.core.registry import STALE_S, Registry, now
 
 #: The schema documented in tuneyard.core.migrations' docstring, column for column.
 SCHEMA = {
@@ -78,33 +79,47 @@ def test_migrations_are_idempotent(registry_path):
 
 
 RACER = textwrap.dedent("""
-    import sys, time
+    import json, sys, time
+    from pathlib import Path
     from tuneyard.core.registry import Registry
-    start = float(sys.argv[2])
-    while time.time() < start:
-        time.sleep(0.001)
-    reg = Registry(sys.argv[1])
-    print(reg.schema_version())
+    folder, me, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    for k in range(rounds):
+        (folder / f"ready-{k}-{me}").touch()  # waiting for the others
+        while not (folder / f"go-{k}").exists():
+            time.sleep(0.0005)
+        start = time.time()
+        reg = Registry(folder / f"registry-{k}.db")
+        mode = reg.db.execute("PRAGMA journal_mode").fetchone()[0]
+        print(json.dumps([reg.schema_version(), mode, start, time.time()]), flush=True)
 """)
 
 
 def test_processes_creating_the_same_registry_at_once(tmp_path):
-    """Racing first opens of a new file all succeed and each migration is recorded once."""
-    path = tmp_path / "registry.db"
-    start = time.time() + 2.0  # all interpreters are up and importing well before this
-    procs = [
-        subprocess.Popen([sys.executable, "-c", RACER, str(path), repr(start)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(4)
-    ]
-    results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+    """Each round, 8 processes waiting on a go file open the same new registry at once: all
+    succeed, the file is WAL and each migration is recorded once. Each process records when
+    it began and finished opening, to check that the opens really overlapped."""
+    procs, rounds = 8, 3
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), str(i), str(rounds)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for i in range(procs)]
+    for k in range(rounds):
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob(f"ready-{k}-*"))) < procs and time.monotonic() < deadline:
+            time.sleep(0.005)
+        (tmp_path / f"go-{k}").touch()
+    results = [p.communicate(timeout=60) + (p.returncode,) for p in racers]
     for out, err, rc in results:
         assert (rc, err) == (0, ""), err
-        assert out.strip() == str(len(MIGRATIONS))
-    reg = Registry(path)
-    versions = [r[0] for r in reg.db.execute("SELECT version FROM migrations ORDER BY version")]
-    assert versions == [v for v, _ in MIGRATIONS]
-    assert columns(reg, "runs") == SCHEMA["runs"]
+    opens = [[json.loads(line) for line in out.splitlines()] for out, _, _ in results]
+    for k in range(rounds):
+        this_round = [o[k] for o in opens]
+        assert [o[:2] for o in this_round] == [[len(MIGRATIONS), "wal"]] * procs
+        first_done = min(o[3] for o in this_round)
+        assert sum(o[2] < first_done for o in this_round) >= 2  # opens overlapped
+        reg = Registry(tmp_path / f"registry-{k}.db")
+        versions = [r[0] for r in reg.db.execute("SELECT version FROM migrations ORDER BY version")]
+        assert versions == [v for v, _ in MIGRATIONS]
+        assert columns(reg, "runs") == SCHEMA["runs"]
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -240,6 +255,38 @@ def test_reconcile_marks_dead_running_run_interrupted(registry_path):
         "failed", f"run process {dead_pid} exited before it started; see /runs/q/console.log")
     waiting = reg.create_run({"name": "no process yet"})
     assert reg.get_run(waiting)["status"] == "queued"
+
+
+def test_reconcile_uses_the_heartbeat_for_reused_pids_and_other_hosts(registry_path):
+    """A pid now held by a process started after the run's last heartbeat is a reused pid: the
+    run is interrupted. A zombie (killed, not yet reaped by its launcher) is dead. On another
+    host, a heartbeat older than STALE_S means interrupted; a recent one, running."""
+    reg = Registry(registry_path)
+    reused = reg.create_run({"name": "reused"})
+    reg.update_run(reused, status="running", heartbeat_at="2020-01-01T00:00:00+00:00")
+    newer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        reg.update_run(reused, pid=newer.pid)
+        zombie_run = reg.create_run({"name": "zombie"})
+        time.sleep(0.5)  # the child has exited; nobody waited for it
+        reg.update_run(zombie_run, status="running", pid=zombie.pid, heartbeat_at=now())
+        assert (reg.get_run(reused)["status"], reg.get_run(reused)["error"]) == (
+            "interrupted", f"run process {newer.pid} is gone")
+        assert reg.get_run(zombie_run)["status"] == "interrupted"
+    finally:
+        newer.kill()
+        newer.wait()
+        zombie.wait()
+    old_beat = (datetime.now(UTC) - timedelta(seconds=STALE_S + 5)).isoformat()
+    stale = reg.create_run({"name": "stale"}, host="node-7", status="running",
+                           heartbeat_at=old_beat)
+    fresh = reg.create_run({"name": "fresh"}, host="node-7", status="running",
+                           heartbeat_at=now())
+    run = reg.get_run(stale)
+    assert (run["status"], run["error"]) == (
+        "interrupted", f"no heartbeat from host node-7 since {old_beat}")
+    assert reg.get_run(fresh)["status"] == "running"
 
 
 # -- broken files --------------------------------------------------------------------------
