@@ -161,6 +161,26 @@ def plugin():
 
 
 @pytest.fixture
+def stop_at(plugin):
+    """``stop_at(registry, run_id, step)``: a lifecycle plugin asks the run to stop through the
+    registry (as ``tuneyard stop`` does) when ``step`` is logged; the Trainer then checkpoints
+    at the end of the next step and ends."""
+    from tuneyard.core.hookspecs import hookimpl
+
+    def add(registry, run_id: str, step: int) -> None:
+        wanted = (run_id, step)
+
+        @hookimpl
+        def on_step_end(run_id: str, step: int) -> None:
+            if (run_id, step) == wanted:
+                registry.request_stop(run_id)
+
+        plugin(types.SimpleNamespace(on_step_end=on_step_end), f"stop-{run_id}")
+
+    return add
+
+
+@pytest.fixture
 def make_spec(tmp_path, tiny_model_dir):
     """Factory: write a run spec (LoRA on the tiny model, 12 steps, perplexity) for a JSONL
     file, with dotted-key ``changes``; returns the YAML's path."""

@@ -8,14 +8,11 @@ dataset (data order), and the final weights reload for ``tuneyard eval``."""
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 
 import pytest
 
 from tuneyard.core.engine import create_run
-from tuneyard.core.hookspecs import hookimpl
-from tuneyard.core.plugins import get_plugins
 from tuneyard.core.registry import Registry
 from tuneyard.core.runner import evaluate_run, execute
 from tuneyard.core.spec import load_spec
@@ -37,30 +34,6 @@ STRATEGIES = {
 #: in a sub-folder named after it)
 WEIGHTS = {"full": "model.safetensors", "lora": "adapter_model.safetensors",
            "lora-mine": "mine/adapter_model.safetensors", "pretrain-clm": "model.safetensors"}
-
-
-@pytest.fixture
-def stop_at():
-    """``stop_at(registry, run_id, step)``: a lifecycle plugin asks the run to stop when
-    ``step`` is logged (the Trainer then checkpoints at the end of a step and ends)."""
-    plugins, names = get_plugins(), []
-
-    def add(registry: Registry, run_id: str, step: int) -> None:
-        @hookimpl
-        def on_step_end(run_id: str, step: int) -> None:
-            if (run_id, step) == wanted:
-                registry.request_stop(run_id)
-
-        wanted, name = (run_id, step), f"stop-{run_id}"
-        module = types.ModuleType(name)
-        module.on_step_end = on_step_end
-        plugins.register_plugin(module, name=name)
-        names.append(name)
-
-    yield add
-    for name in names:
-        plugins.pm.unregister(name=name)
-        plugins.infos.pop(name, None)
 
 
 @pytest.fixture

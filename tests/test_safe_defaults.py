@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import types
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,6 @@ from click.testing import CliRunner
 from tuneyard.core import plugins as core_plugins
 from tuneyard.core.cli import cli
 from tuneyard.core.engine import create_run
-from tuneyard.core.hookspecs import hookimpl
-from tuneyard.core.plugins import get_plugins
 from tuneyard.core.registry import Registry
 from tuneyard.core.runner import execute
 from tuneyard.core.spec import load_spec
@@ -147,39 +144,8 @@ def test_torch_load_check_finds_an_unsafe_call():
         (3, ["weights_only"]), (4, []), (5, ["weights_only"])]
 
 
-class StopAt:
-    """Lifecycle plugin: asks ``run_id`` to stop at ``step``."""
-
-    def __init__(self, registry: Registry, run_id: str, step: int) -> None:
-        self.registry, self.run_id, self.step = registry, run_id, step
-
-    @hookimpl
-    def on_step_end(self, run_id, step):
-        if run_id == self.run_id and step == self.step:
-            self.registry.request_stop(run_id)
-
-
-@pytest.fixture
-def lifecycle_plugin():
-    """``lifecycle_plugin(obj, name)`` registers ``obj``'s ``on_*`` hooks for one test."""
-    plugins, names = get_plugins(), []
-
-    def add(obj, name: str) -> None:
-        module = types.ModuleType(name)
-        for attr in dir(obj):
-            if attr.startswith("on_"):
-                setattr(module, attr, getattr(obj, attr))
-        plugins.register_plugin(module, name=name)
-        names.append(name)
-
-    yield add
-    for name in names:
-        plugins.pm.unregister(name=name)
-        plugins.infos.pop(name, None)
-
-
 def test_torch_load_on_resume_uses_weights_only(registry_path, qa_jsonl, make_spec,
-                                                 lifecycle_plugin, monkeypatch):
+                                                 stop_at, monkeypatch):
     """Resuming loads the Trainer's optimizer, scheduler and RNG state with ``torch.load``;
     every call passes ``weights_only=True``."""
     import torch
@@ -187,7 +153,7 @@ def test_torch_load_on_resume_uses_weights_only(registry_path, qa_jsonl, make_sp
     registry = Registry(registry_path)
     spec = make_spec(qa_jsonl, **{"training.max_steps": 4, "evaluators": []})
     run_id, _ = create_run(load_spec(spec), registry)
-    lifecycle_plugin(StopAt(registry, run_id, 2), "stop-at-2")
+    stop_at(registry, run_id, 2)
     assert execute(registry, run_id) == "stopped"
 
     calls, real = [], torch.load
