@@ -132,15 +132,18 @@ def run(spec_path: str, overrides: tuple[str, ...], detach: bool) -> None:
     spec = load_spec(spec_path, list(overrides))
     compose(spec, get_plugins())
     registry = open_registry(create=True)
-    run_id, out = create_run(spec, registry)
     if detach:
+        run_id, out = create_run(spec, registry)
         pid = launch_detached(run_id, registry, out)
         click.echo(run_id)
         err_console.print(f"started run {run_id} (pid {pid}); log: {out / 'run.log'}; "
                           f"watch it: tuneyard tui", soft_wrap=True)
         return
-    from tuneyard.core.runner import execute
+    from tuneyard.core.runner import execute  # before the run exists: a Ctrl-C while this
+    # imports leaves no run behind
 
+    run_id, out = create_run(spec, registry)
+    registry.update_run(run_id, pid=os.getpid())  # should this process die before it starts
     err_console.print(f"run [bold]{run_id}[/] → {out}")
     with RichProgress(spec.training.max_steps) as progress:
         execute(registry, run_id, progress)
@@ -572,15 +575,21 @@ CORE_COMMANDS = dict(cli.commands)
 
 
 def main() -> None:
-    """Console-script entry point: adds plugin commands, then runs the CLI."""
+    """Console-script entry point: adds plugin commands, then runs the CLI. Ctrl-C before a
+    command runs ends it without a traceback (exit 130); click turns one during a command into
+    ``Aborted!`` (exit 1); a run turns it into a graceful stop."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from tuneyard.core.plugins import get_plugins
+    try:
+        from tuneyard.core.plugins import get_plugins
 
-    options = global_options(sys.argv[1:])
-    configure_logging("--debug" in options)
-    if os.path.isdir(options.get("--plugins-dir", "")):
-        use_plugins_dir(options["--plugins-dir"])
-    cli.commands.update(get_plugins().commands)
+        options = global_options(sys.argv[1:])
+        configure_logging("--debug" in options)
+        if os.path.isdir(options.get("--plugins-dir", "")):
+            use_plugins_dir(options["--plugins-dir"])
+        cli.commands.update(get_plugins().commands)
+    except KeyboardInterrupt:
+        err_console.print("Aborted!")
+        sys.exit(130)
     cli(prog_name="tuneyard")
 
 

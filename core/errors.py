@@ -25,6 +25,11 @@ class DataError(TuneyardError):
     """A dataset cannot be read or does not have the expected shape (file, line, column)."""
 
 
+class DataChanged(DataError):
+    """A run's dataset differs from the one it trained on (``runs.dataset_fingerprint``), so it
+    cannot be resumed or evaluated again on the same held-out rows."""
+
+
 class PluginError(TuneyardError):
     """A plugin failed to load or register, or a component it provides failed."""
 

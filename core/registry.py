@@ -215,7 +215,8 @@ class Registry:
                 status, error = "failed", (f"run process {row['pid']} exited before it "
                                            f"started; see {row['output_dir']}/console.log")
             self.db.execute(
-                "UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ? AND status = ?",
+                "UPDATE runs SET status = ?, ended_at = ?, error = ?, stop_requested_at = NULL "
+                "WHERE id = ? AND status = ?",
                 [status, now(), error, row["id"], row["status"]],
             )
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -29,8 +30,8 @@ import yaml
 from tuneyard.core.atomic import remove_partials, written_atomically
 from tuneyard.core.components import LABEL_TASKS, EvalContext, EvalResult, Example
 from tuneyard.core.engine import Composition, compose
-from tuneyard.core.errors import (CheckpointError, DataError, PluginError, PluginFailed, SpecError,
-                                   TuneyardError)
+from tuneyard.core.errors import (CheckpointError, DataChanged, DataError, PluginError,
+                                   PluginFailed, SpecError, TuneyardError)
 from tuneyard.core.formats import (IGNORE_INDEX, PadCollator, label_names, pack, resolve_columns,
                                    to_examples, tokenize, tokenize_all)
 from tuneyard.core.models import set_chat_template
@@ -140,7 +141,8 @@ def load_rows(comp: Composition, progress: Progress) -> Any:
                                f"load() returned {type(rows).__name__}, not a "
                                "datasets.Dataset")
     if len(rows) < 2:
-        raise DataError(f"dataset: source '{spec.dataset.source}' gave {len(rows)} rows; "
+        raise DataError(f"dataset: source '{spec.dataset.source}' gave {len(rows)} row"
+                        f"{'' if len(rows) == 1 else 's'}; "
                         "need at least 2 (one to train, one to evaluate)")
     resolve_columns(spec.dataset.format, rows, spec.dataset.columns)
     n_eval = eval_size(len(rows), spec)
@@ -375,11 +377,14 @@ def execute(registry: Registry, run_id: str, progress: Progress | None = None,
     ``training.telemetry_interval_s`` seconds in another. Nothing it writes is writable by
     others (:func:`~tuneyard.core.paths.never_world_writable`).
     """
-    with never_world_writable():
-        return _execute(registry, run_id, progress, resume)
+    stop = StopRequest(registry, run_id)
+    with never_world_writable(), stop.handling_signals():  # from the start: no signal is lost
+        stop.poll()  # a stop asked for while the run was queued
+        return _execute(registry, run_id, progress, resume, stop)
 
 
-def _execute(registry: Registry, run_id: str, progress: Progress | None, resume: bool) -> str:
+def _execute(registry: Registry, run_id: str, progress: Progress | None, resume: bool,
+             stop: StopRequest) -> str:
     quiet_libraries()
     plugins = get_plugins()
     run = registry.get_run(run_id)
@@ -393,22 +398,23 @@ def _execute(registry: Registry, run_id: str, progress: Progress | None, resume:
     pkg_log.setLevel(logging.INFO)
     progress = Fanout(LogProgress(), *([progress] if progress else []))
     start = {"resumed_at": now()} if resume else {"started_at": now()}
+    before = {"status": run["status"], "error": run["error"], "ended_at": run["ended_at"]}
     registry.update_run(run_id, status="running", pid=os.getpid(), heartbeat_at=now(),
-                        ended_at=None, error=None,
-                        stop_requested_at=None, **start)
+                        ended_at=None, error=None, **start)
     registry.sync_plugins(plugins)
     spec = RunSpec.model_validate(run["spec"])
     telemetry = Telemetry(registry.path, run_id, plugins, spec.training.telemetry_interval_s)
     telemetry.start()
-    stop = StopRequest(registry, run_id)
-    status, error = "failed", None
+    status, error, refused = "failed", None, False
     try:
-        with stop.handling_signals(), Heartbeat(registry.path, run_id, stop):
+        with Heartbeat(registry.path, run_id, stop):
             status = _train(registry, plugins, run, spec, progress, stop, start_at)
     except RunStopped:
         status = "stopped"
-        progress.phase("stopped while loading or evaluating; tuneyard resume continues where "
-                       "it stopped")
+        progress.phase("stopped; tuneyard resume continues")
+    except DataChanged:  # a resume refused: the run stays as it was
+        status, error, refused = before["status"], before["error"], True
+        raise
     except KeyboardInterrupt:
         status, error = "interrupted", "aborted by a second Ctrl-C (no checkpoint saved)"
         raise
@@ -418,7 +424,8 @@ def _execute(registry: Registry, run_id: str, progress: Progress | None, resume:
         raise
     finally:
         telemetry.stop()
-        registry.update_run(run_id, status=status, error=error, ended_at=now())
+        registry.update_run(run_id, status=status, error=error, stop_requested_at=None,
+                            ended_at=before["ended_at"] if refused else now())
         plugins.fire("on_run_end", run_id=run_id, status=status, error=error)
         log.info("run %s %s", run_id, status)
         pkg_log.removeHandler(file_log)
@@ -786,13 +793,22 @@ def trained(registry: Registry, run_id: str, out: Path, comp: Composition, data:
 @contextlib.contextmanager
 def written(target: Path) -> Iterator[Path]:
     """:func:`~tuneyard.core.atomic.written_atomically`, with a write failure reported as a
-    :class:`CheckpointError` naming the folder and the reason."""
+    :class:`CheckpointError` naming the folder, the reason and the free space left. Writers
+    report a full disk in their own ways (``OSError`` ENOSPC, torch's zip writer a
+    ``RuntimeError`` "unexpected pos", safetensors a ``SafetensorError``), so any exception
+    of the write is one."""
     try:
         with written_atomically(target) as partial:
             yield partial
-    except OSError as exc:
+    except Exception as exc:
+        reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror
+                  else f"{type(exc).__name__}: {exc}")
+        try:
+            free = f"{shutil.disk_usage(target.parent).free / 2**20:,.1f} MiB free there"
+        except OSError:
+            free = "free space unknown"
         raise CheckpointError(
-            f"could not write {target.name} to {target.parent}: {exc.strerror or exc}; the "
+            f"could not write {target.name} to {target.parent}: {reason} ({free}); the "
             "previous checkpoint is intact (free space or fix the folder, then: tuneyard "
             "resume RUN)") from exc
 
@@ -801,10 +817,10 @@ def check_same_data(run: dict[str, Any], data: Data) -> None:
     """Refuse to go on with a run whose dataset changed since it trained.
 
     Raises:
-        TuneyardError: ``runs.dataset_fingerprint`` differs from ``data``'s.
+        DataChanged: ``runs.dataset_fingerprint`` differs from ``data``'s.
     """
     if run["dataset_fingerprint"] and data.fingerprint != run["dataset_fingerprint"]:
-        raise TuneyardError(
+        raise DataChanged(
             f"run {run['id']}: its dataset changed since it trained (fingerprint "
             f"{run['dataset_fingerprint']}, now {data.fingerprint}), so the held-out rows would "
             "not be the ones it was evaluated on; restore the data or start a new run")

@@ -223,7 +223,7 @@ def test_empty_dataset_is_refused(no_runs, tmp_path):
                 "rows", run_created=True)
     empty.write_text('{"instruction": "define cat", "output": "a small animal"}\n')
     check_fails(reg, ["run", str(spec), "--set", f"dataset.options.path={empty}"],
-                "dataset: source 'jsonl' gave 1 rows; need at least 2 (one to train, one to "
+                "dataset: source 'jsonl' gave 1 row; need at least 2 (one to train, one to "
                 "evaluate)", run_created=True)
 
 

@@ -27,6 +27,7 @@ from tuneyard.core.registry import Registry
 from tuneyard.core.runner import execute
 from tuneyard.core.spec import load_spec
 from tuneyard.core.engine import create_run
+from tuneyard.core.errors import DataChanged
 
 
 class TwoGPUs(DeviceMonitor):
@@ -365,3 +366,32 @@ def test_logged_steps_are_written_in_batches_and_none_is_lost(registry_path, qa_
     assert sum(writes) == stopped_at and max(writes) > 1
     assert len([w for w in writes if w]) <= (times[-1] - times[0]) / runner.FLUSH_S + 2
     assert 3 < stopped_at and times[-1] - times[2] < 2 * runner.FLUSH_S + 1.0
+
+
+def test_a_stop_asked_for_while_the_run_is_queued_is_not_lost(registry_path, qa_jsonl,
+                                                              make_spec):
+    """``tuneyard stop`` right after ``run --detach``, before the run process is up: the run
+    ends ``stopped`` as soon as it starts, before anything loads, and the request is used up."""
+    registry = Registry(registry_path)
+    run_id = new_run(registry, make_spec(qa_jsonl))
+    assert registry.request_stop(run_id)  # still queued
+    assert execute(registry, run_id) == "stopped"
+    run = registry.get_run(run_id)
+    assert (run["status"], run["step"], run["stop_requested_at"]) == ("stopped", 0, None)
+    assert registry.evaluations(run_id) == [] and registry.checkpoints(run_id) == []
+    assert execute(registry, run_id, resume=True) == "completed"
+
+
+def test_a_resume_refused_because_the_data_changed_leaves_the_run_as_it_was(
+        registry_path, qa_jsonl, make_spec, stop_at):
+    registry = Registry(registry_path)
+    run_id = new_run(registry, make_spec(qa_jsonl))
+    stop_at(registry, run_id, 3)
+    assert execute(registry, run_id) == "stopped"
+    before = registry.get_run(run_id)
+    qa_jsonl.write_text(qa_jsonl.read_text().replace("small animal", "tiny animal"))
+    with pytest.raises(DataChanged, match=f"^run {run_id}: its dataset changed since it "):
+        execute(registry, run_id, resume=True)
+    after = registry.get_run(run_id)
+    assert [after[k] for k in ("status", "error", "ended_at", "step")] == [
+        before[k] for k in ("status", "error", "ended_at", "step")]
