@@ -668,10 +668,9 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], spec: RunS
         run_id, dataset_fingerprint=data.fingerprint, train_rows=len(data.train_rows),
         eval_rows=len(data.eval_rows), base_model=comp.provider.model_id(), device=comp.device,
     )
-    final = out / "final"
-    if start_at is not None and start_at.finished:
-        model = guarded(comp.strategy, comp.plugin_of, "load its checkpoint",
-                        comp.strategy.load_checkpoint, model, str(final))
+    finished = start_at is not None and start_at.finished
+    if finished:
+        model = final_checkpoint(comp, model, out / "final")
     else:
         set_seed(t.seed)  # adapter init must not depend on what loading the model consumed
         model = guarded(comp.strategy, comp.plugin_of, "prepare the model",
@@ -681,7 +680,7 @@ def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], spec: RunS
                                    f"prepare() returned {type(model).__name__}, not a model")
     model.to(comp.device)
     plugins.fire("on_run_start", run_id=run_id, spec=run["spec"], output_dir=str(out))
-    if start_at is None or not start_at.finished:
+    if not finished:
         with stop.interruptible():
             evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "base", progress,
                      missing_only=True)
@@ -873,12 +872,18 @@ def trained_model(comp: Composition, run: dict[str, Any], progress: Progress
                             f"(status: {run['status']})")
     rows = load_rows(comp, progress)
     base, tokenizer = load_model(comp, rows, progress)
-    model = guarded(comp.strategy, comp.plugin_of, "load its checkpoint",
-                    comp.strategy.load_checkpoint, base, str(final))
+    model = final_checkpoint(comp, base, final)
     model.to(comp.device)
     model.eval()
     data = prepare_data(comp, rows, tokenizer)
     return model, tokenizer, data
+
+
+def final_checkpoint(comp: Composition, base: Any, final: Path) -> Any:
+    """``base`` (from the run's model provider) with the run's ``final/`` checkpoint loaded by
+    its strategy's :meth:`~tuneyard.core.components.TrainingStrategy.load_checkpoint`."""
+    return guarded(comp.strategy, comp.plugin_of, "load its checkpoint",
+                   comp.strategy.load_checkpoint, base, str(final))
 
 
 #: Logged steps are written to the registry at most this often (seconds), in one transaction,
