@@ -100,8 +100,9 @@ def register_commands(cli: Any) -> None:
 
     Runs in every process when the plugin manager loads (so a plugin that fails here is
     skipped everywhere), against a copy of the ``tuneyard`` command group; the CLI then adds
-    the new commands before it parses the command line. Replacing a command that exists is a
-    failure: the plugin is skipped.
+    the new commands before it parses the command line (it loads the plugins for a command
+    line that names none of tuneyard's own commands: ``--help``, a plugin's command).
+    Replacing a command that exists is a failure: the plugin is skipped.
 
     Args:
         cli: a ``click.Group`` holding tuneyard's commands; add commands with

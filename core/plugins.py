@@ -170,14 +170,26 @@ class Plugins:
         Built-ins load first, so a third-party component reusing a built-in name is the one
         reported as a duplicate and skipped.
         """
+        dists: dict[int, tuple[str | None, str | None]] = {}  # id(distribution) → …
+
+        def dist(ep: importlib.metadata.EntryPoint) -> tuple[str | None, str | None]:
+            """The (name, version) of the distribution that ships ``ep``, read once per
+            distribution (``Distribution.name`` and ``.version`` parse its metadata on every
+            call: 80 parses for tuneyard's 20 entry points)."""
+            if ep.dist is None:
+                return None, None
+            if id(ep.dist) not in dists:
+                dists[id(ep.dist)] = ep.dist.name, ep.dist.version
+            return dists[id(ep.dist)]
+
         def builtin(ep: importlib.metadata.EntryPoint) -> bool:
-            return bool(ep.dist) and ep.dist.name == "tuneyard"
+            return dist(ep)[0] == "tuneyard"
 
         eps = importlib.metadata.entry_points(group=GROUP)
         for ep in sorted(eps, key=lambda ep: (not builtin(ep), ep.name)):
-            dist = ep.dist.name if ep.dist else None
-            info = PluginInfo(ep.name, ep.dist.version if ep.dist else None,
-                              "builtin" if builtin(ep) else "package", dist, ep.value)
+            name, version = dist(ep)
+            info = PluginInfo(ep.name, version, "builtin" if builtin(ep) else "package", name,
+                              ep.value)
             self._add(info, ep.load, only)
 
     def load_directory(self, folder: Path, only: list[str] | None = None) -> None:

@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 import sqlite3
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
@@ -20,10 +21,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from tuneyard.core.errors import RunNotFound, TuneyardError
 from tuneyard.core.migrations import MIGRATIONS
+
+
+def _import_sqlite_utils() -> type:
+    """``sqlite_utils.Database``, imported with pandas and numpy hidden.
+
+    sqlite-utils imports both whenever they are installed (``datasets`` needs them), only to
+    map their types when it infers a column's type: ~1.4 s of start-up on the project's
+    2-core machine, in every process that opens the registry (``tuneyard runs list``, the TUI),
+    for tables whose types the migrations declare. Imported first, they are used as usual;
+    hidden here, they stay importable afterwards.
+    """
+    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` fail
+    try:
+        from sqlite_utils import Database
+    finally:
+        for name in hidden:
+            del sys.modules[name]
+    return Database
+
+
+Database = _import_sqlite_utils()
 
 BUSY_TIMEOUT_S = 30.0
 ACTIVE = ("queued", "running")
@@ -75,7 +97,7 @@ class Registry:
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             raise TuneyardError(f"{self.path}: cannot open registry: {exc}") from None
-        self.db = Database(conn)
+        self.db = Database(conn, execute_plugins=False)  # no sqlite-utils plugin (its CLI's)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -112,6 +134,18 @@ class Registry:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one state of the registry, whatever is written meanwhile (a read
+        transaction, BEGIN … COMMIT; in WAL mode it never blocks a writer). Only reads:
+        a write inside could fail at once with "database is locked"."""
+        conn = self.db.conn
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.execute("COMMIT")
 
     def _insert_many(self, table: str, rows: list[dict[str, Any]]) -> None:
         """INSERT rows (all with the same keys) with executemany; call inside a transaction."""
@@ -164,23 +198,31 @@ class Registry:
         return _decode_run(rows[0])
 
     def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Runs, newest first, each with its latest ``last_loss`` and ``tokens_per_s``, and its
-        headline evaluation ``eval_evaluator``/``eval_metric``/``eval_value``: the first metric
-        recorded at the run's latest evaluated checkpoint other than ``base`` (``None`` when
-        it has none). One query; the ``metrics`` index keeps it fast on thousands of runs."""
+        """Runs, newest first (the newest ``limit`` of them; ``None``: all), each with its
+        latest ``last_loss`` and ``tokens_per_s``, and its headline evaluation
+        ``eval_evaluator``/``eval_metric``/``eval_value``: the first metric recorded at the
+        run's latest evaluated checkpoint other than ``base`` (``None`` when it has none).
+
+        One query: the newest runs by the ``runs.created_at`` index, then per run an index
+        seek for each latest metric and one for its headline evaluation row, so its cost
+        grows with ``limit``, not with the runs or metric rows in the registry (on 10,000
+        runs and 10 million metric rows, see ``bench/registry_scale.py``)."""
         self.reconcile()
         last = ("(SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = '{}'"
                 " ORDER BY step DESC LIMIT 1)")
-        head = ("(SELECT {} FROM evaluations e WHERE e.run_id = r.id AND e.checkpoint != 'base'"
-                " ORDER BY e.at DESC, e.rowid ASC LIMIT 1)")
+        newest = "SELECT * FROM runs ORDER BY created_at DESC" + (
+            f" LIMIT {int(limit)}" if limit else "")
         sql = (f"SELECT r.*, {last.format('loss')} AS last_loss, "
-               f"{last.format('tokens_per_s')} AS tokens_per_s, "
-               f"{head.format('evaluator')} AS eval_evaluator, "
-               f"{head.format('metric')} AS eval_metric, {head.format('value')} AS eval_value "
-               "FROM runs r ORDER BY created_at DESC")
-        if limit:
-            sql += f" LIMIT {int(limit)}"
+               f"{last.format('tokens_per_s')} AS tokens_per_s, e.evaluator AS eval_evaluator,"
+               " e.metric AS eval_metric, e.value AS eval_value "
+               f"FROM ({newest}) r LEFT JOIN evaluations e ON e.rowid = ("
+               "SELECT rowid FROM evaluations WHERE run_id = r.id AND checkpoint != 'base'"
+               " ORDER BY at DESC, rowid ASC LIMIT 1) ORDER BY r.created_at DESC")
         return [_decode_run(r) for r in self.db.query(sql)]
+
+    def count_runs(self) -> int:
+        """How many runs the registry holds."""
+        return self.db.execute("SELECT count(*) FROM runs").fetchone()[0]
 
     def reconcile(self) -> None:
         """Mark the runs whose process is gone (pid + heartbeat).
@@ -260,6 +302,53 @@ class Registry:
         return [tuple(r) for r in self.db.execute(
             "SELECT step, value FROM metrics WHERE run_id = ? AND name = ? ORDER BY step",
             [run_id, name])]
+
+    def metric_curve(self, run_id: str, name: str, points: int = 1000
+                     ) -> list[tuple[int, float]]:
+        """``(step, value)`` of one metric of a run, by step, downsampled to at most ``points``
+        points for a chart: every point when there are that few, else the first point logged
+        at or after each of ``points`` evenly spaced steps from the first logged step to the
+        last (both kept), one index seek each, so the cost does not grow with the curve's
+        length (~25 ms for 1,000 points of a million-step curve, ``bench/registry_scale.py``).
+
+        A sample, as other trackers chart long curves: MLflow's UI reads a metric's history at
+        evenly spaced steps, the last one kept (``get_metric_history_bulk_interval``), and
+        TensorBoard keeps 1,000 scalars per tag (a reservoir sample,
+        ``DEFAULT_TENSOR_SIZE_GUIDANCE``). A spike between two samples is not shown: min/max
+        decimation per bucket (Chart.js's ``min-max``; M4, Jugel et al., VLDB 2014) keeps
+        spikes but must read every row (~2 s for a million on the project's 2-core machine).
+
+        Args:
+            run_id: the run.
+            name: the metric (``loss``, ``learning_rate``…).
+            points: at most this many points come back (2 or more).
+
+        Raises:
+            ValueError: ``points`` is below 2.
+        """
+        if points < 2:
+            raise ValueError(f"points: at least 2 (the first and last step), not {points}")
+        first = self.db.execute(
+            "SELECT step, value FROM metrics WHERE run_id = ? AND name = ? ORDER BY step"
+            " LIMIT ?", [run_id, name, points + 1]).fetchall()
+        if len(first) <= points:
+            return [tuple(r) for r in first]
+        last_step = self.db.execute("SELECT max(step) FROM metrics WHERE run_id = ? AND"
+                                    " name = ?", [run_id, name]).fetchone()[0]
+        # target k of 0 … points-1 is step first + (last - first) * k // (points - 1)
+        return [tuple(r) for r in self.db.execute(
+            "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < :n) "
+            "SELECT DISTINCT m.step, m.value FROM k JOIN metrics m ON m.id = ("
+            "SELECT id FROM metrics WHERE run_id = :run AND name = :name AND"
+            " step >= :lo + (:hi - :lo) * i / (:n - 1) ORDER BY step LIMIT 1) ORDER BY m.step",
+            {"n": points, "run": run_id, "name": name, "lo": first[0][0], "hi": last_step})]
+
+    def latest_metrics(self, run_id: str, rows: int) -> list[dict[str, Any]]:
+        """The newest ``rows`` metric rows of a run (``id``, ``step``, ``name``, ``value``,
+        ``at``), oldest first."""
+        return list(self.db.query(
+            "SELECT * FROM (SELECT id, step, name, value, at FROM metrics WHERE run_id = ?"
+            " ORDER BY id DESC LIMIT ?) ORDER BY id", [run_id, rows]))
 
     def metrics_since(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
         """Metric rows of a run written after row id ``after`` (``id``, ``step``, ``name``,

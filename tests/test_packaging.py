@@ -153,3 +153,31 @@ def test_help_does_not_import_torch_or_transformers():
     *help_lines, last = proc.stdout.strip().splitlines()
     assert json.loads(last) == {"code": 0, "heavy": []}
     assert "Usage: tuneyard" in "\n".join(help_lines)
+
+
+RUNS_LIST = """
+import json, sys
+sys.argv = ["tuneyard", "--registry", sys.argv[1], "runs", "list"]
+from tuneyard.core.cli import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+loaded = sorted(m for m in ("tuneyard.core.plugins", "pydantic", "pandas", "numpy", "torch")
+                if m in sys.modules)
+print(json.dumps({"code": code, "loaded": loaded}))
+"""
+
+
+def test_runs_list_loads_no_plugin_and_neither_pandas_nor_numpy(tmp_path):
+    """A command of tuneyard's own starts without the plugins (``--help`` and a plugin's
+    command load them), and the registry without what sqlite-utils imports when installed."""
+    from tuneyard.core.registry import Registry
+
+    Registry(tmp_path / "registry.db").create_run({"name": "listed"})
+    proc = subprocess.run([sys.executable, "-c", RUNS_LIST, str(tmp_path / "registry.db")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    *table, last = proc.stdout.strip().splitlines()
+    assert json.loads(last) == {"code": 0, "loaded": []}
+    assert "listed" in "\n".join(table)

@@ -121,7 +121,7 @@ async def test_eta_and_curves_fed_incrementally_at_80x24(seeded_registry, tui_ap
         assert len(loss) == 26 and loss.last == (26, 1.5)  # each row read once
         assert screen.query_one("#loss").curves["train loss"][0][-1] == 26
         assert screen.query_one("#progress-bar", ProgressBar).progress == 26
-        assert reads[0] == 0 and reads[-1] > 0 and sorted(reads) == reads
+        assert reads and reads[0] > 0 and sorted(reads) == reads  # the first, downsampled
 
 
 async def test_completed_run(seeded_registry, tui_app, wait_for, notes, monkeypatch):
@@ -220,6 +220,34 @@ async def test_stop_asks_first(seeded_registry, tui_app, wait_for, notes, monkey
             ("wordnet-lora-long is running: only a completed run can be evaluated", "warning")]
         await pilot.press("c")  # this run and the marked ones
         assert compared == [["run-a", "run-e"]]
+
+
+async def test_a_long_run_opens_with_its_curves_downsampled(seeded_registry, tui_app, wait_for,
+                                                            monkeypatch):
+    reg = Registry(seeded_registry)
+    run_id = reg.create_run({"name": "long", "training": {"max_steps": 5000}})
+    reg.add_steps(run_id, [(s, {"loss": 5000 / s, "learning_rate": 1e-3},
+                            "2026-11-01T10:00:00+00:00") for s in range(1, 5001)])
+    reg.update_run(run_id, status="completed")
+    reads: list[int] = []
+    since = Registry.metrics_since
+    monkeypatch.setattr(Registry, "metrics_since", lambda self, rid, after=0:
+                        reads.append(after) or since(self, rid, after))
+    app = tui_app(seeded_registry)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_run(app, pilot, wait_for, run_id)
+        xs, ys = screen.series["loss"].points()
+        assert xs == [s for s, _ in reg.metric_curve(run_id, "loss")]  # 1,000 of 5,000 steps
+        assert len(xs) == 1000 and (xs[0], xs[-1]) == (1, 5000) and (ys[0], ys[-1]) == (5000, 1)
+        assert screen.query_one("#loss").curves["train loss"][0][-1] == 5000
+        assert str(screen.query_one("#rate").content) == "step 5000/5000"
+        app.open_compare([run_id, "run-a"])
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen"
+                       and app.screen.polls > 0)
+        curves = app.screen.query_one("#loss-plot").curves
+        assert len(curves["long"][0]) == 1000 and curves["long"][0][-1] == 5000
+        assert len(curves["smollm2-wordnet-lora"][0]) == 40  # a short one: every step
+    assert 0 not in reads  # no screen read every row of a run
 
 
 async def test_unknown_run_says_so(seeded_registry, tui_app, wait_for):

@@ -6,7 +6,6 @@ imports it.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,21 +29,7 @@ def register_commands(cli: click.Group) -> None:
 
 
 def open_app(registry_path: str | Path) -> TuneyardApp:
-    """The app for a TUI process (what ``tuneyard tui`` runs).
-
-    sqlite-utils imports pandas and numpy whenever they are installed (datasets needs them),
-    only to map their types on insert: ~0.5 s of a 1 s start-up budget in a process that
-    inserts none of them. So sqlite-utils is imported with both hidden; they stay importable
-    afterwards (a plugin that needs them still gets them).
-    """
-    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` fail
-    try:
-        import sqlite_utils  # noqa: F401
-    finally:
-        for name in hidden:
-            del sys.modules[name]
+    """The app for a TUI process (what ``tuneyard tui`` runs)."""
     from tuneyard.tui.app import make_app
 
     return make_app(Path(registry_path))

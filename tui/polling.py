@@ -2,11 +2,11 @@
 
 A screen that shows registry data mixes in :class:`Polling`: while the screen is shown, one
 thread worker reads the registry (its own SQLite connection, one poll at a time, at most once
-per ``app.poll_interval_s``) and posts the result as a :class:`Polled` message; the UI thread
-only renders it. The next poll starts only after the previous one has been posted, so a slow
-registry never piles up work and a burst of writes costs one read per interval whatever its
-size (the pattern of Textualize/toolong and posting). A screen covered by another stops
-polling until it is shown again.
+per ``app.poll_interval_s``, the first after the app's next frame) and posts the result as
+a :class:`Polled` message; the UI thread only renders it. The next poll starts only after the
+previous one has been posted, so a slow registry never piles up work and a burst of writes
+costs one read per interval whatever its size (the pattern of Textualize/toolong and posting).
+A screen covered by another stops polling until it is shown again.
 """
 
 from __future__ import annotations
@@ -64,8 +64,14 @@ class Polling:
         self.polls += 1
 
     def on_screen_resume(self) -> None:
-        self._wake = threading.Event()
-        self._poll_loop(self._wake)
+        self._wake = wake = threading.Event()
+        # after the app's next frame: a poll's reading (hundreds of runs) competes with
+        # painting for the interpreter, and would put off the TUI's first frame
+        self.app.call_after_refresh(self._start_polling, wake)  # type: ignore[attr-defined]
+
+    def _start_polling(self, wake: threading.Event) -> None:
+        if self._wake is wake:  # not suspended, nor resumed again, since
+            self._poll_loop(wake)
 
     def on_screen_suspend(self) -> None:
         self._stop_polling()
@@ -77,6 +83,7 @@ class Polling:
         self.workers.cancel_group(self, "poll")  # type: ignore[attr-defined]
         if self._wake:
             self._wake.set()  # end the worker's wait now, not after the interval
+        self._wake = None
 
     def poll_now(self) -> None:
         """Poll at once instead of waiting for the interval (after a user action)."""

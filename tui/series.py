@@ -3,13 +3,16 @@
 :class:`Series` keeps at most ``2 × capacity`` points of a curve that grows without end: when
 full it keeps every other point and from then on records one point in two, then one in four…
 (stride doubling), so memory stays flat while the curve keeps its whole span. The first and
-latest points are always kept. :class:`Curves` feeds a run's metric rows into its series as
-polls read them.
+latest points are always kept. :class:`Curves` starts a run's series from its curves as the
+registry downsamples them, then feeds them the metric rows that polls read.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+#: points a curve is read with at first (``Registry.metric_curve``) and kept at (``Series``)
+POINTS = 1000
 
 
 def thin(xs: list[float], ys: list[float], most: int) -> tuple[list[float], list[float]]:
@@ -25,7 +28,7 @@ def thin(xs: list[float], ys: list[float], most: int) -> tuple[list[float], list
 class Series:
     """``(step, value)`` points of one metric, decimated to stay under ``2 × capacity``."""
 
-    def __init__(self, capacity: int = 1000) -> None:
+    def __init__(self, capacity: int = POINTS) -> None:
         self.capacity = capacity
         self.steps: list[float] = []
         self.values: list[float] = []
@@ -55,13 +58,26 @@ class Series:
 
 
 class Curves:
-    """One run's metric curves, read a little at a time: a poll (worker thread) reads the
-    metric rows after :attr:`after` (``Registry.metrics_since``), then :meth:`add` (UI
-    thread) appends them. ``series`` is cleared in place, never replaced."""
+    """One run's metric curves, read a little at a time: the first poll (worker thread) reads
+    each curve downsampled (``Registry.metric_curve``: a run of a million steps costs what one
+    of a thousand does) and :meth:`start` (UI thread) begins the series with them; every later
+    poll reads the metric rows after :attr:`after` (``Registry.metrics_since``) and :meth:`add`
+    appends them. ``series`` is cleared in place, never replaced."""
 
     def __init__(self) -> None:
         self.series: dict[str, Series] = {}  # metric name → its curve
-        self.after = 0  # id of the last metric row added
+        self.after = 0  # id of the last metric row added (0: not started)
+
+    def start(self, history: dict[str, list[tuple[float, float]]], after: int) -> None:
+        """Begin again from ``history`` (metric name → its ``(step, value)`` points, as
+        ``Registry.metric_curve`` reads them), which holds the rows up to id ``after``."""
+        self.series.clear()
+        for name, points in history.items():
+            if points:
+                series = self.series[name] = Series()
+                for step, value in points:
+                    series.add(step, value)
+        self.after = after
 
     def add(self, rows: list[dict[str, Any]], read_after: int) -> list[dict[str, Any]] | None:
         """Append the metric rows (``id``, ``step``, ``name``, ``value``) that a poll read

@@ -2,9 +2,9 @@
 
 A header table (status, strategy, model, steps, final loss, duration) above three tabs: the
 loss curves overlaid, the latest evaluation metrics with the best value of each row in bold
-green, and the spec keys whose values differ. Runs that are still training keep growing: each
-poll reads only the metric rows written since the last one shown (see
-:class:`~tuneyard.tui.series.Curves`).
+green, and the spec keys whose values differ. The first poll reads each loss curve
+downsampled; runs that are still training keep growing: each later poll reads only the metric
+rows written since the last one shown (see :class:`~tuneyard.tui.series.Curves`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tuneyard.core.errors import RunNotFound
 from tuneyard.core.registry import Registry, baseline_and_final
 from tuneyard.tui.format import duration_s, hms, model_name, num, status_text
 from tuneyard.tui.polling import Polling
-from tuneyard.tui.series import Curves, Series
+from tuneyard.tui.series import POINTS, Curves, Series
 from tuneyard.tui.widgets.plot import MetricPlot
 
 MISSING = object()  # a spec key a run does not have
@@ -147,7 +147,12 @@ class CompareScreen(Polling, Screen):
                 continue
             rid = run["id"]
             after = self.curves[rid].after if rid in self.curves else 0
-            metrics[rid] = (registry.metrics_since(rid, after), after)
+            if after:
+                metrics[rid] = (registry.metrics_since(rid, after), after, None)
+            else:  # the first poll: the loss curve downsampled, and the newest row's id
+                with registry.snapshot():
+                    history = {"loss": registry.metric_curve(rid, "loss", POINTS)}
+                    metrics[rid] = (registry.latest_metrics(rid, 1), after, history)
             evals[rid] = {key: final for key, (_, final) in
                           baseline_and_final(registry.evaluations(rid)).items()
                           if final is not None}
@@ -172,8 +177,13 @@ class CompareScreen(Polling, Screen):
         first = not self.runs
         self.runs = data["runs"]
         grown = first
-        for rid, (rows, read_after) in data["metrics"].items():
-            added = self.curves.setdefault(rid, Curves()).add(rows, read_after)
+        for rid, (rows, read_after, history) in data["metrics"].items():
+            curves = self.curves.setdefault(rid, Curves())
+            if history is not None:
+                curves.start(history, rows[-1]["id"] if rows else 0)
+                grown = grown or bool(rows)
+                continue
+            added = curves.add(rows, read_after)
             if added is None:  # cleared, to be read again from the start
                 self.poll_now()
             grown = grown or added != []

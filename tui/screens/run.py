@@ -2,9 +2,11 @@
 
 A header (name, id, status, model, strategy, dataset, device), a progress bar with the ETA and
 tokens/s, and tabs: Curves (loss with eval loss, learning rate), Devices, Evaluations, Log and
-Spec. Each poll reads only what is new: metric and telemetry rows after the last row id seen
-(the curves are bounded :class:`~tuneyard.tui.series.Series`), and the log only when the file
-changed. Stop, resume and evaluate go through the registry or the CLI in thread workers.
+Spec. The first poll reads each curve downsampled (``Registry.metric_curve``), so a run of a
+million steps opens as fast as a short one; each later poll reads only what is new: metric and
+telemetry rows after the last row id seen (the curves are bounded
+:class:`~tuneyard.tui.series.Series`), and the log only when the file changed. Stop, resume and
+evaluate go through the registry or the CLI in thread workers.
 """
 
 from __future__ import annotations
@@ -32,13 +34,16 @@ from tuneyard.tui import actions
 from tuneyard.tui.format import hms, model_name, num, parse_time, status_text
 from tuneyard.tui.polling import Polling
 from tuneyard.tui.screens.confirm import ConfirmScreen
-from tuneyard.tui.series import Curves, Series
+from tuneyard.tui.series import POINTS, Curves, Series
 from tuneyard.tui.widgets.device import DevicePanel
 from tuneyard.tui.widgets.plot import MetricPlot
 
 LOG_LINES = 200  # lines of run.log shown
 LOG_TAIL_BYTES = 256 * 1024  # bytes read from the end of run.log to find them
 RATE_STEPS = 20  # recent steps the ETA's steps/s is measured over
+RATE_ROWS = RATE_STEPS * 8  # metric rows the first poll reads for them (≤ 8 metrics a step)
+#: the curves the screen shows (tokens_per_s: its latest value)
+CURVES = ("loss", "eval_loss", "learning_rate", "tokens_per_s")
 STOPPABLE = ("running", "queued")
 RESUMABLE = ("stopped", "interrupted", "failed")
 
@@ -49,7 +54,9 @@ class RunPoll:
 
     run: dict[str, Any]
     metrics: list[dict[str, Any]]  # metric rows after the last id shown…
-    metrics_from: int  # …which was this id when the poll read them
+    metrics_from: int  # …which was this id when the poll read them (0: the first poll, which
+    # reads the newest RATE_ROWS rows, for the step times, and…)
+    history: dict[str, list[tuple[int, float]]] | None  # …the CURVES, downsampled
     system: list[dict[str, Any]]  # telemetry rows after the last id shown
     evaluations: list[dict[str, Any]]
     checkpoints: list[dict[str, Any]]
@@ -175,8 +182,15 @@ class RunScreen(Polling, Screen):
             stamp: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
         except FileNotFoundError:
             stamp = None
-        after = self.curves.after
-        return RunPoll(run, registry.metrics_since(run["id"], after), after,
+        after, history = self.curves.after, None
+        if after:
+            metrics = registry.metrics_since(run["id"], after)
+        else:
+            with registry.snapshot():  # the newest rows are the history's last
+                history = {name: registry.metric_curve(run["id"], name, POINTS)
+                           for name in CURVES}
+                metrics = registry.latest_metrics(run["id"], RATE_ROWS)
+        return RunPoll(run, metrics, after, history,
                        registry.system_metrics_since(run["id"], self._system_after),
                        registry.evaluations(run["id"]), registry.checkpoints(run["id"]),
                        stamp, None if stamp == self._log_stamp else tail(log) if stamp else [])
@@ -191,7 +205,7 @@ class RunScreen(Polling, Screen):
         if changed or data.checkpoints != self._checkpoints:
             self._checkpoints = data.checkpoints
             self._show_head(run)
-        grown = self._add_metrics(data.metrics, data.metrics_from)
+        grown = self._add_metrics(data)
         system = [s for s in data.system if s["id"] > self._system_after]
         evaluated = data.evaluations != self._evaluations
         if evaluated:
@@ -239,9 +253,15 @@ class RunScreen(Polling, Screen):
         """Metric name → its curve."""
         return self.curves.series
 
-    def _add_metrics(self, rows: list[dict[str, Any]], read_after: int) -> bool:
-        """Add a poll's metric rows to the curves and step times; whether the curves changed."""
-        added = self.curves.add(rows, read_after)
+    def _add_metrics(self, data: RunPoll) -> bool:
+        """Add a poll's metric rows to the curves (or start them from its history) and to the
+        step times; whether the curves changed."""
+        if data.history is not None:
+            self.curves.start(data.history, data.metrics[-1]["id"] if data.metrics else 0)
+            self._step_times.clear()
+            added = data.metrics
+        else:
+            added = self.curves.add(data.metrics, data.metrics_from)
         if added is None:  # cleared, to be read again from the start
             self._step_times.clear()
             self.poll_now()
