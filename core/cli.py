@@ -13,7 +13,6 @@ import os
 import shlex
 import sys
 import traceback
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,7 @@ def handle_errors(fn):
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(version("tuneyard"), prog_name="tuneyard")
+@click.version_option(package_name="tuneyard", prog_name="tuneyard")  # read when asked
 @click.option("--registry", type=click.Path(dir_okay=False),
               help="Registry file [default: ./registry.db; env TUNEYARD_REGISTRY]")
 @click.option("--plugins-dir", type=click.Path(exists=True, file_okay=False),
@@ -117,21 +116,80 @@ def open_registry(create: bool = False) -> Any:
 
 
 # -- run / eval / export -------------------------------------------------------------------
+def distributed_options(fn):
+    """torchrun's options (``torch.distributed.run``), for a run on several processes."""
+    options = [
+        click.option("--nproc-per-node", type=click.IntRange(min=1), default=1,
+                     show_default=True, help="Processes on this node (one per GPU), through "
+                     "torchrun; the Trainer trains them with DDP (or FSDP: training.fsdp)."),
+        click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Nodes in the run; start the same command on each."),
+        click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="This node's rank; node 0 records the run in its registry."),
+        click.option("--rdzv-endpoint", metavar="HOST:PORT", default=None,
+                     help="Node 0's address for torchrun's rendezvous (needed with --nnodes)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def launch_of(nproc_per_node: int, nnodes: int, node_rank: int, rdzv_endpoint: str | None,
+              detach: bool) -> Any:
+    """The :class:`~tuneyard.core.distributed.Launch` the options ask for.
+
+    Raises:
+        TuneyardError: inconsistent options, naming them.
+    """
+    from tuneyard.core.distributed import Launch
+
+    if nnodes > 1 and not rdzv_endpoint:
+        raise TuneyardError("--nnodes 2 or more needs --rdzv-endpoint HOST:PORT (node 0's "
+                            "address, the same on every node)")
+    if node_rank >= nnodes:
+        raise TuneyardError(f"--node-rank {node_rank}: must be below --nnodes {nnodes}")
+    launch = Launch(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
+    if detach and launch.distributed:
+        raise TuneyardError("--detach runs one process; for several, keep the command in "
+                            "the foreground (under tmux, nohup or your scheduler, e.g. srun)")
+    return launch
+
+
 @cli.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a spec key, e.g. --set training.learning_rate=1e-4 (repeatable).")
 @click.option("--detach", is_flag=True, help="Run in the background; print the run id.")
+@distributed_options
 @handle_errors
-def run(spec_path: str, overrides: tuple[str, ...], detach: bool) -> None:
-    """Compose a run from a YAML SPEC, train it, evaluate it, and record it."""
-    from tuneyard.core.engine import compose, create_run, launch_detached
+def run(spec_path: str, overrides: tuple[str, ...], detach: bool, nproc_per_node: int,
+        nnodes: int, node_rank: int, rdzv_endpoint: str | None) -> None:
+    """Compose a run from a YAML SPEC, train it, evaluate it, and record it.
+
+    With --nproc-per-node N (and --nnodes, --node-rank, --rdzv-endpoint for several nodes)
+    the run trains on N processes per node through torchrun; see docs/distributed.md."""
+    from tuneyard.core.engine import compose, create_run, launch_detached, launch_ranks
     from tuneyard.core.plugins import get_plugins
     from tuneyard.core.spec import load_spec
 
+    launch = launch_of(nproc_per_node, nnodes, node_rank, rdzv_endpoint, detach)
     spec = load_spec(spec_path, list(overrides))
-    compose(spec, get_plugins())
+    device = compose(spec, get_plugins()).device
+    if launch.node_rank > 0:  # node 0 records the run; this node's processes join it
+        err_console.print(f"node {node_rank}: {nproc_per_node} process(es) join the run at "
+                          f"{rdzv_endpoint}")
+        launch_ranks(None, None, launch, device)
+        return
     registry = open_registry(create=True)
+    if launch.distributed:
+        run_id, out = create_run(spec, registry)
+        err_console.print(f"run [bold]{run_id}[/] → {out} ({launch.nproc_per_node * nnodes} "
+                          "processes, torchrun)")
+        with RichProgress(spec.training.max_steps) as progress:
+            launch_ranks(registry, run_id, launch, device,
+                         poll=RegistryFeed(registry, run_id, progress))
+        show_run(registry, run_id)
+        return
     if detach:
         run_id, out = create_run(spec, registry)
         pid = launch_detached(run_id, registry, out)
@@ -153,17 +211,30 @@ def run(spec_path: str, overrides: tuple[str, ...], detach: bool) -> None:
 @cli.command()
 @click.argument("run_ref", metavar="RUN")
 @click.option("--detach", is_flag=True, help="Resume in the background.")
+@distributed_options
 @handle_errors
-def resume(run_ref: str, detach: bool) -> None:
+def resume(run_ref: str, detach: bool, nproc_per_node: int, nnodes: int, node_rank: int,
+           rdzv_endpoint: str | None) -> None:
     """Continue a stopped, interrupted or failed RUN from its latest complete checkpoint
-    (weights, optimizer, LR scheduler, RNG states, data order, step)."""
-    from tuneyard.core.engine import launch_detached
+    (weights, optimizer, LR scheduler, RNG states, data order, step). The options of a run
+    on several processes are those of tuneyard run; the number of processes may change."""
+    from tuneyard.core.engine import check_device, launch_detached, launch_ranks
     from tuneyard.core.runner import execute, resume_point
+    from tuneyard.core.spec import RunSpec
 
+    launch = launch_of(nproc_per_node, nnodes, node_rank, rdzv_endpoint, detach)
     registry = open_registry()
     run = registry.get_run(run_ref)
     where = resume_point(registry, run).describe()
     out = Path(run["output_dir"])
+    if launch.distributed:
+        err_console.print(f"run [bold]{run['id']}[/]: {escape(where)}")
+        device = check_device(RunSpec.model_validate(run["spec"]))
+        with RichProgress(run["max_steps"]) as progress:
+            launch_ranks(registry, run["id"], launch, device, resume=True,
+                         poll=RegistryFeed(registry, run["id"], progress))
+        show_run(registry, run["id"])
+        return
     if detach:
         pid = launch_detached(run["id"], registry, out, resume=True)
         click.echo(run["id"])
@@ -243,6 +314,25 @@ class RichProgress:
         info = f"loss {metrics.get('loss', float('nan')):.4f}  " \
                f"{metrics.get('tokens_per_s', 0):,.0f} tok/s"
         self.bar.update(self.task, completed=step, total=total, info=info)
+
+
+class RegistryFeed:
+    """Shows a run that other processes train (torchrun's ranks) on a :class:`RichProgress`,
+    from the metric rows its rank 0 writes: call it now and then."""
+
+    def __init__(self, registry: Any, run_id: str, progress: RichProgress) -> None:
+        self.registry, self.run_id, self.progress = registry, run_id, progress
+        self.last_id, self.total = 0, registry.get_run(run_id)["max_steps"]
+
+    def __call__(self) -> None:
+        rows = self.registry.metrics_since(self.run_id, self.last_id)
+        if not rows:
+            return
+        self.last_id = rows[-1]["id"]
+        step = rows[-1]["step"]
+        latest = {r["name"]: r["value"] for r in rows if r["step"] == step}
+        self.progress.phase("training")
+        self.progress.step(step, self.total, latest)
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -384,12 +474,14 @@ def show_run(registry: Any, run_id: str) -> None:
     """Print a run's record, its loss curve and its evaluation table (baseline, final,
     change)."""
     r = registry.get_run(run_id)
-    loss = registry.metrics(run_id, "loss")
+    loss = registry.metric_curve(run_id, "loss")  # a chart's worth of points, first and last
     head = Table.grid(padding=(0, 2))
     for key in ("id", "name", "status", "base_model", "strategy", "dataset_source", "device",
                 "train_rows", "eval_rows", "started_at", "ended_at", "output_dir", "error"):
         if r.get(key) not in (None, ""):
             head.add_row(f"[bold]{key}[/]", _status(r[key]) if key == "status" else str(r[key]))
+    if (r.get("world_size") or 1) > 1:
+        head.add_row("[bold]world_size[/]", f"{r['world_size']} processes (torchrun)")
     if loss:
         head.add_row("[bold]loss[/]", f"{loss[0][1]:.4f} (step {loss[0][0]}) → "
                                       f"{loss[-1][1]:.4f} (step {loss[-1][0]})")
@@ -577,25 +669,31 @@ CORE_COMMANDS = dict(cli.commands)
 def main() -> None:
     """Console-script entry point: adds plugin commands, then runs the CLI. Ctrl-C before a
     command runs ends it without a traceback (exit 130); click turns one during a command into
-    ``Aborted!`` (exit 1); a run turns it into a graceful stop."""
+    ``Aborted!`` (exit 1); a run turns it into a graceful stop.
+
+    The plugins load here only when the command line names none of tuneyard's own commands
+    (``--help``, a bare ``tuneyard``, a plugin's command): ``tuneyard runs list`` starts
+    without importing them (the commands that use components load them when they do)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        from tuneyard.core.plugins import get_plugins
-
-        options = global_options(sys.argv[1:])
+        options, command = global_options(sys.argv[1:])
         configure_logging("--debug" in options)
         if os.path.isdir(options.get("--plugins-dir", "")):
             use_plugins_dir(options["--plugins-dir"])
-        cli.commands.update(get_plugins().commands)
+        if command not in CORE_COMMANDS:
+            from tuneyard.core.plugins import get_plugins
+
+            cli.commands.update(get_plugins().commands)
     except KeyboardInterrupt:
         err_console.print("Aborted!")
         sys.exit(130)
     cli(prog_name="tuneyard")
 
 
-def global_options(args: list[str]) -> dict[str, str]:
-    """The options before the command name (``--debug``, ``--plugins-dir DIR``), read before
-    click parses the command line: plugins, which may add commands, load first."""
+def global_options(args: list[str]) -> tuple[dict[str, str], str | None]:
+    """The options before the command name (``--debug``, ``--plugins-dir DIR``) and the
+    command name (``None`` when there is none), read before click parses the command line:
+    plugins, which may add commands, load first."""
     found: dict[str, str] = {}
     takes_value = {p.opts[0] for p in cli.params if isinstance(p, click.Option) and not p.is_flag}
     i = 0
@@ -606,7 +704,7 @@ def global_options(args: list[str]) -> dict[str, str]:
             i += 1
         found[name] = value
         i += 1
-    return found
+    return found, args[i] if i < len(args) else None
 
 
 if __name__ == "__main__":  # ``python -m tuneyard.core.cli``: how the TUI runs commands

@@ -17,11 +17,12 @@ from typing import Any
 
 from tuneyard.core.components import (DatasetSource, Evaluator, ModelProvider, Task,
                                      TrainingStrategy)
-from tuneyard.core.errors import PluginError, SpecError
+from tuneyard.core.distributed import Launch, run_ranks
+from tuneyard.core.errors import PluginError, RankFailed, SpecError
 from tuneyard.core.formats import FORMAT_TASKS
 from tuneyard.core.paths import make_dir
 from tuneyard.core.plugins import Plugins
-from tuneyard.core.registry import Registry
+from tuneyard.core.registry import Registry, now
 from tuneyard.core.spec import RunSpec, validate_options
 
 
@@ -165,3 +166,30 @@ def launch_detached(run_id: str, registry: Registry, out: Path, resume: bool = F
         )
     registry.update_run(run_id, pid=proc.pid)
     return proc.pid
+
+
+def launch_ranks(registry: Registry | None, run_id: str | None, launch: Launch, device: str,
+                 resume: bool = False, poll: Any = lambda: None) -> None:
+    """Run ``run_id`` on this node's ``launch.nproc_per_node`` processes through torchrun
+    (:mod:`tuneyard.core.distributed`) and wait, calling ``poll`` meanwhile. On node 0 the
+    run's rank 0 is one of them and records the run in ``registry``; on other nodes
+    (``registry`` and ``run_id`` are ``None``) the processes get the run from rank 0.
+
+    Raises:
+        RankFailed: a process failed (any rank, any node); on node 0 the run is then
+            ``failed`` with that rank's own error (not the errors of the ranks torchrun
+            stopped because of it).
+    """
+    worker = ["--device", device]
+    if registry is not None:
+        worker = [run_id, "--registry", str(registry.path.resolve()), *worker,
+                  *(["--resume"] if resume else [])]
+    failure = run_ranks(launch, worker, poll)
+    if failure is None:
+        return
+    if registry is not None:
+        run = registry.get_run(run_id)
+        if not (failure.rank == 0 and run["status"] == "failed"):  # else rank 0 recorded it
+            registry.update_run(run_id, status="failed", error=str(failure), ended_at=now())
+    what = f"run {run_id}" if run_id else "the run"
+    raise RankFailed(f"{what} failed: {failure}", failure.exit_code)

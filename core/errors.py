@@ -49,6 +49,16 @@ class CheckpointError(TuneyardError):
     exit_code = 1
 
 
+class RankFailed(TuneyardError):
+    """A process of a run on several processes (torchrun) failed; the message names its rank
+    and its own error. The CLI exits with that process's status (1 a failed run, 2 a user
+    error)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class RunNotFound(TuneyardError):
     """No run with the given id or name exists in the registry."""
 

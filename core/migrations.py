@@ -26,8 +26,10 @@ Schema (units in column names; times are ISO-8601 UTC strings):
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from sqlite_utils import Database
+if TYPE_CHECKING:
+    from sqlite_utils import Database  # imported by the registry (without pandas, numpy)
 
 
 def _create(db: Database, table: str, columns: dict, **kwargs) -> None:
@@ -119,9 +121,15 @@ def _m003_plugin_sources(db: Database) -> None:
     db.conn.execute("ALTER TABLE plugins ADD COLUMN status TEXT")
 
 
+def _m004_world_size(db: Database) -> None:
+    """How many processes trained the run (torchrun's ``WORLD_SIZE``; 1 without it)."""
+    db.conn.execute("ALTER TABLE runs ADD COLUMN world_size INTEGER")
+
+
 #: (version, migration) in order; the registry records the highest applied version.
 MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [
     (1, _m001_initial),
     (2, _m002_live_monitoring),
     (3, _m003_plugin_sources),
+    (4, _m004_world_size),
 ]

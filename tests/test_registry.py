@@ -28,7 +28,8 @@ SCHEMA = {
     "runs": ["id", "name", "status", "spec", "plugin_versions", "dataset_source",
              "dataset_fingerprint", "train_rows", "eval_rows", "base_model", "strategy", "host",
              "device", "pid", "output_dir", "max_steps", "step", "created_at", "started_at",
-             "heartbeat_at", "ended_at", "error", "stop_requested_at", "resumed_at"],
+             "heartbeat_at", "ended_at", "error", "stop_requested_at", "resumed_at",
+             "world_size"],
     "metrics": ["id", "run_id", "step", "name", "value", "at"],
     "system_metrics": ["run_id", "device", "util_pct", "mem_bytes", "power_w", "temp_c", "at",
                        "mem_total_bytes"],
@@ -187,6 +188,91 @@ def test_metrics_round_trip_and_last_loss(registry_path):
     runs = reg.list_runs()
     assert [(r["id"], r["last_loss"]) for r in runs] == [(second, None), (first, 1.25)]
     assert [r["id"] for r in reg.list_runs(limit=1)] == [second]
+
+
+def test_list_runs_newest_first_with_the_headline_evaluation(registry_path):
+    reg = Registry(registry_path)
+    ids = []
+    for name in ("none", "base-only", "two-checkpoints", "final"):
+        ids.append(reg.create_run({"name": name}))
+        time.sleep(0.001)
+    none, base_only, two, final = ids
+    reg.add_evaluation(base_only, "base", "perplexity", {"perplexity": 30.0})
+    reg.add_evaluation(two, "base", "perplexity", {"perplexity": 30.0})
+    reg.add_evaluation(two, "checkpoint-10", "rouge", {"rouge1": 0.25, "rougeL": 0.2})
+    time.sleep(0.001)
+    reg.add_evaluation(two, "checkpoint-20", "rouge", {"rouge1": 0.5, "rougeL": 0.4})
+    reg.add_evaluation(final, "final", "perplexity", {"perplexity": 12.5})
+    heads = [(r["id"], r["eval_evaluator"], r["eval_metric"], r["eval_value"])
+             for r in reg.list_runs()]
+    assert heads == [(final, "perplexity", "perplexity", 12.5),
+                     (two, "rouge", "rouge1", 0.5),  # the latest checkpoint's first metric
+                     (base_only, None, None, None), (none, None, None, None)]
+    assert [r["id"] for r in reg.list_runs(limit=2)] == [final, two]
+    assert reg.list_runs(limit=2)[1]["eval_value"] == 0.5
+    assert reg.count_runs() == 4
+
+
+def curve_of(reg: Registry, run_id: str, steps: list[int], name: str = "loss") -> None:
+    """Log ``name`` = step / 10 at each of ``steps``."""
+    reg.add_steps(run_id, [(s, {name: s / 10}, "t") for s in steps])
+
+
+def test_metric_curve_keeps_every_point_of_a_short_curve(registry_path):
+    reg = Registry(registry_path)
+    run_id, other = reg.create_run({"name": "a"}), reg.create_run({"name": "b"})
+    curve_of(reg, run_id, [1, 2, 5, 9])
+    curve_of(reg, run_id, [1, 2, 3], name="learning_rate")
+    curve_of(reg, other, list(range(1, 100)))
+    assert reg.metric_curve(run_id, "loss", points=4) == [(1, 0.1), (2, 0.2), (5, 0.5), (9, 0.9)]
+    assert reg.metric_curve(run_id, "learning_rate") == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    assert reg.metric_curve(run_id, "grad_norm") == []
+
+
+def test_metric_curve_samples_evenly_spaced_steps(registry_path):
+    reg = Registry(registry_path)
+    regular, gaps, jump = (reg.create_run({"name": n}) for n in ("regular", "gaps", "jump"))
+    curve_of(reg, regular, list(range(1, 11)))
+    # targets 1 + 9k//3 = 1, 4, 7, 10
+    assert reg.metric_curve(regular, "loss", points=4) == [(1, .1), (4, .4), (7, .7), (10, 1.0)]
+    curve_of(reg, gaps, [1, 2, 3, 10, 11, 12, 13, 14, 15, 20])
+    # targets 1 + 19k//3 = 1, 7, 13, 20: the first step logged at or after each
+    assert reg.metric_curve(gaps, "loss", points=4) == [(1, .1), (10, 1.0), (13, 1.3), (20, 2.0)]
+    curve_of(reg, jump, [1, 2, 3, 100])
+    # targets 1, 1 + 99//2 = 50, 100: 50 and 100 both land on step 100, kept once
+    assert reg.metric_curve(jump, "loss", points=3) == [(1, 0.1), (100, 10.0)]
+    curve_of(reg, regular, list(range(11, 2001)))
+    curve = reg.metric_curve(regular, "loss")
+    assert len(curve) == 1000 and curve[0] == (1, 0.1) and curve[-1] == (2000, 200.0)
+    assert [s for s, _ in curve[:3]] == [1, 3, 5]  # 1 + 1999k//999
+    with pytest.raises(ValueError, match="points: at least 2"):
+        reg.metric_curve(regular, "loss", points=1)
+
+
+def test_latest_metrics_and_a_snapshot_sees_one_state(registry_path):
+    reg = Registry(registry_path)
+    run_id = reg.create_run({"name": "a"})
+    curve_of(reg, run_id, [1, 2, 3])
+    newest = reg.latest_metrics(run_id, 2)
+    assert [(r["step"], r["name"], r["value"]) for r in newest] == [(2, "loss", .2),
+                                                                   (3, "loss", .3)]
+    assert newest[0]["id"] < newest[1]["id"] and reg.latest_metrics(run_id, 9)[0]["step"] == 1
+    writer = Registry(registry_path)
+    with reg.snapshot():
+        before = reg.latest_metrics(run_id, 1)
+        curve_of(writer, run_id, [4])  # another connection writes meanwhile, unblocked
+        assert reg.latest_metrics(run_id, 1) == before
+        assert reg.metric_curve(run_id, "loss")[-1] == (3, 0.3)
+    assert reg.metric_curve(run_id, "loss")[-1] == (4, 0.4)
+
+
+def test_opening_a_registry_imports_neither_pandas_nor_numpy(tmp_path):
+    code = ("import sys; from tuneyard.core.registry import Registry; Registry(sys.argv[1]); "
+            "print(sorted(m for m in ('pandas', 'numpy') if m in sys.modules)); "
+            "import numpy; print('numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.db")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"], out.stderr  # and still importable
 
 
 def test_evaluation_details_on_first_row_only(registry_path):
