@@ -39,6 +39,8 @@ prompt (format ``text``) keeps its first ``max_seq_len`` tokens.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -365,6 +367,76 @@ def pack(rows: list[dict[str, Any]], block_size: int, documents: bool = True
     return blocks
 
 
+def best_fit_bins(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Group items into bins of at most ``capacity`` by best-fit decreasing (Johnson 1973; the
+    ``bfd`` packing strategy of TRL's ``pack_dataset``).
+
+    Items are taken longest first (equal lengths in their order in ``lengths``); each goes into
+    the bin with the least room left that still fits it (the earliest-opened of those), or
+    opens a new bin. Deterministic: the same lengths always give the same bins.
+
+    Args:
+        lengths: item sizes (tokens), each in ``1..capacity``.
+        capacity: bin size (tokens).
+
+    Returns:
+        The bins in the order they were opened, each the indices of its items in the order
+        they went in.
+    """
+    bins: list[list[int]] = []
+    waiting: dict[int, list[int]] = {}  # room left (tokens) → heap of the bins with that room
+    rooms: list[int] = []  # the keys of ``waiting``, sorted
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):  # stable: ties in order
+        n = lengths[i]
+        k = bisect.bisect_left(rooms, n)  # the least room that fits n
+        if k == len(rooms):
+            b, room = len(bins), capacity
+            bins.append([])
+        else:
+            room = rooms[k]
+            b = heapq.heappop(waiting[room])
+            if not waiting[room]:
+                del waiting[room], rooms[k]
+        bins[b].append(i)
+        room -= n
+        if room:
+            if room not in waiting:
+                waiting[room] = []
+                bisect.insort(rooms, room)
+            heapq.heappush(waiting[room], b)
+    return bins
+
+
+def pack_examples(rows: list[dict[str, Any]], max_seq_len: int) -> list[dict[str, list[int]]]:
+    """Pack tokenized causal-LM examples (each at most ``max_seq_len`` tokens) into rows of at
+    most ``max_seq_len`` tokens, best-fit decreasing (:func:`best_fit_bins`), as TRL's
+    ``SFTTrainer`` (``packing=True``, strategy ``bfd``), axolotl's ``sample_packing`` and
+    torchtune's ``packed=True`` do, so a micro-batch of ``micro_batch_size`` rows carries up
+    to ``micro_batch_size × max_seq_len`` tokens of text instead of as many examples.
+
+    Each row has ``input_ids``, ``labels`` and ``position_ids`` that restart at 0 at each
+    example's first token, and that first token is no label (it would be predicted from the
+    previous example's last token; alone it has no predecessor either). Given ``position_ids``
+    and no attention mask, transformers attends only within an example
+    (``masking_utils.find_packed_sequence_indices``), so each example is scored as if alone and
+    the loss is the mean over the same label tokens as without packing.
+
+    Returns:
+        The packed rows, in the order their bins were opened (the Trainer's sampler shuffles
+        them).
+    """
+    packed = []
+    for members in best_fit_bins([len(r["input_ids"]) for r in rows], max_seq_len):
+        row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
+        for i in members:
+            ids = rows[i]["input_ids"]
+            row["input_ids"] += ids
+            row["labels"] += [IGNORE_INDEX, *rows[i]["labels"][1:]]
+            row["position_ids"] += range(len(ids))
+        packed.append(row)
+    return packed
+
+
 @dataclass
 class PadCollator:
     """Pads rows of ``input_ids``/``labels`` on the right into a batch.
@@ -373,8 +445,10 @@ class PadCollator:
         dict of int64 tensors ``[batch, seq_len]``: ``input_ids`` (padded with
         ``pad_token_id``), ``attention_mask`` (1 on real tokens), ``labels`` (-100 on padding);
         rows whose ``labels`` is one int (sequence classification) give ``labels`` ``[batch]``.
-        Blocks of :func:`pack` (equal length, with ``position_ids``) are stacked as they are,
-        with their ``position_ids`` and no attention mask, so documents stay apart.
+        Rows with ``position_ids`` (blocks of :func:`pack`, rows of :func:`pack_examples`)
+        get no attention mask, so their documents stay apart; a shorter one is padded on the
+        right with ``pad_token_id``, labels -100 and ``position_ids`` 0, 1, … (a document of
+        its own, which the row's real tokens, earlier in causal order, never see).
     """
 
     pad_token_id: int
@@ -383,7 +457,14 @@ class PadCollator:
         import torch
 
         if "position_ids" in rows[0]:
-            return {k: torch.tensor([r[k] for r in rows], dtype=torch.long) for k in rows[0]}
+            width = max(len(r["input_ids"]) for r in rows)
+            pads = [width - len(r["input_ids"]) for r in rows]
+            return {"input_ids": torch.tensor([r["input_ids"] + [self.pad_token_id] * n
+                                               for r, n in zip(rows, pads, strict=True)]),
+                    "labels": torch.tensor([r["labels"] + [IGNORE_INDEX] * n
+                                            for r, n in zip(rows, pads, strict=True)]),
+                    "position_ids": torch.tensor([r["position_ids"] + list(range(n))
+                                                  for r, n in zip(rows, pads, strict=True)])}
         if isinstance(rows[0]["labels"], int):
             batch = self([{"input_ids": r["input_ids"], "labels": []} for r in rows])
             batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=torch.long)

@@ -29,6 +29,7 @@ import yaml
 
 from tuneyard.core.atomic import remove_partials, written_atomically
 from tuneyard.core.components import LABEL_TASKS, EvalContext, EvalResult, Example
+from tuneyard.core.distributed import SINGLE, Ranks, record_error
 from tuneyard.core.engine import Composition, compose
 from tuneyard.core.errors import (CheckpointError, DataChanged, DataError, PluginError,
                                    PluginFailed, SpecError, TuneyardError)
@@ -51,14 +52,27 @@ class Progress(Protocol):
 
 
 class LogProgress:
-    """Progress as log lines (every run writes them to ``<output_dir>/run.log``)."""
+    """Progress as log lines (every run writes them to ``<output_dir>/run.log``): each phase,
+    and a step at most every :data:`LOG_EVERY_S` seconds, plus the first and the last (a
+    line per step of a small model would cost ~2% of its step; the registry has every
+    step)."""
+
+    def __init__(self) -> None:
+        self.logged_at = -LOG_EVERY_S
 
     def phase(self, text: str) -> None:
         log.info(text)
 
     def step(self, step: int, total: int, metrics: dict[str, float]) -> None:
-        log.info("step %d/%d %s", step, total,
-                 " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        t = time.monotonic()
+        if t - self.logged_at >= LOG_EVERY_S or step == total:
+            self.logged_at = t
+            log.info("step %d/%d %s", step, total,
+                     " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+
+#: seconds between the step lines of ``run.log``
+LOG_EVERY_S = 1.0
 
 
 class Fanout:
@@ -86,7 +100,7 @@ class Data:
         eval_rows: the held-out examples tokenized, one row each (see :class:`EvalContext`).
         fingerprint: hash of the source's data, the dataset spec and the seed.
         collator: makes evaluation batches (right padding).
-        train_collator: makes training batches: padding, flattening (``training.packing``),
+        train_collator: makes training batches: padding (rows packed by ``training.packing`` too),
             stacking blocks, or random masking (masked LM).
         label_names: class names of a label task (id ``i`` is the ``i``-th), else ``None``.
     """
@@ -170,7 +184,9 @@ def split(n_rows: int, spec: RunSpec) -> tuple[list[int], list[int]]:
 
 def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
     """Render rows in the spec's format, split off the held-out eval set, tokenize for the run's
-    task, and choose the collators.
+    task, pack the training examples into rows of ``training.max_seq_len`` tokens with
+    ``training.packing`` (:func:`~tuneyard.core.formats.pack_examples`; the held-out examples
+    stay one per row), and choose the collators.
 
     Examples longer than ``training.max_seq_len`` are cut in the prompt only; those whose
     answer and EOS do not fit are dropped, and logged as a warning with how many of how many
@@ -213,6 +229,10 @@ def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
             log.warning("dropped %d of %d %s examples: their answer and EOS do not fit in "
                         "training.max_seq_len (%d tokens) next to a prompt token; raise "
                         "training.max_seq_len to keep them", n, total, name, max_len)
+    if spec.training.packing:  # several examples a row; the held-out ones stay alone
+        from tuneyard.core.formats import pack_examples
+
+        train_rows = pack_examples(train_rows, max_len)
     if comp.strategy.pack:  # the held-out text is cut into blocks as the training text is
         documents = comp.task == "causal-lm"
         train_rows, eval_rows = (pack(train_rows, max_len, documents),
@@ -239,19 +259,15 @@ def train_collator(comp: Composition, tokenizer: Any, collator: PadCollator) -> 
     - masked LM: transformers ``DataCollatorForLanguageModeling`` (15% of tokens chosen, of
       which 80% become [MASK], 10% a random token, 10% stay; Devlin et al. 2019, section 3.1),
       drawing from torch's global RNG, which the Trainer seeds and restores on resume;
-    - blocks of a causal packing strategy: stacked as they are by :class:`PadCollator`, with
-      their per-document ``position_ids`` and no attention mask;
-    - ``training.packing``: ``DataCollatorWithFlattening``: the micro-batch's examples in one
-      row ``[1, total_tokens]``, ``position_ids`` restarting at each example and its first label
-      -100, so each example attends and is scored as if alone (no padding);
-    - otherwise right padding (:class:`PadCollator`).
+    - otherwise right padding (:class:`PadCollator`): rows with ``position_ids`` (blocks of a
+      causal packing strategy, rows packed by ``training.packing``) are padded with no
+      attention mask, so the examples in a row attend and are scored as if alone; held-out
+      rows (``training.eval_steps``) are padded with an attention mask as always.
     """
-    from transformers import DataCollatorForLanguageModeling, DataCollatorWithFlattening
+    from transformers import DataCollatorForLanguageModeling
 
     if comp.task == "masked-lm":
         return DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-    if comp.spec.training.packing:
-        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
     return collator
 
 
@@ -363,7 +379,7 @@ def load_model(comp: Composition, rows: Any, progress: Progress) -> tuple[Any, A
 
 
 def execute(registry: Registry, run_id: str, progress: Progress | None = None,
-            resume: bool = False) -> str:
+            resume: bool = False, ranks: Ranks = SINGLE) -> str:
     """Run ``run_id`` to its end in this process and return its final status.
 
     The run row is ``running`` while it trains, then ``completed``. A stop request
@@ -375,20 +391,38 @@ def execute(registry: Registry, run_id: str, progress: Progress | None = None,
     :func:`resume_point`). Log lines go to ``<output_dir>/run.log``; a :class:`Heartbeat`
     thread marks the run alive, and device telemetry is sampled every
     ``training.telemetry_interval_s`` seconds in another. Nothing it writes is writable by
-    others (:func:`~tuneyard.core.paths.never_world_writable`).
+    others (:func:`~tuneyard.core.paths.never_world_writable`). In a run of several processes
+    this is rank 0, which hands the run to the others (:func:`follow`).
     """
     stop = StopRequest(registry, run_id)
     with never_world_writable(), stop.handling_signals():  # from the start: no signal is lost
         stop.poll()  # a stop asked for while the run was queued
-        return _execute(registry, run_id, progress, resume, stop)
+        return _execute(registry, run_id, progress, resume, stop, ranks)
+
+
+def follow(ranks: Ranks) -> str:
+    """A rank other than 0 of a run of several processes: take the run from rank 0, load
+    the same data and model, train this rank's share of every step, write this rank's part
+    of each checkpoint, and end after the final save (rank 0 alone evaluates and records).
+    It never opens the registry. Returns the status it ended with."""
+    run, start_at = ranks.broadcast(None)
+    stop = StopRequest(None, run["id"])
+    with never_world_writable(), stop.handling_signals():
+        quiet_libraries()
+        spec = RunSpec.model_validate(run["spec"])
+        try:
+            return _train(None, get_plugins(), run, spec, LogProgress(), stop, start_at, ranks)
+        except RunStopped:
+            return "stopped"
 
 
 def _execute(registry: Registry, run_id: str, progress: Progress | None, resume: bool,
-             stop: StopRequest) -> str:
+             stop: StopRequest, ranks: Ranks) -> str:
     quiet_libraries()
     plugins = get_plugins()
     run = registry.get_run(run_id)
     start_at = resume_point(registry, run) if resume else None
+    ranks.broadcast((run, start_at))
     out = Path(run["output_dir"])
     make_dir(out)
     file_log = logging.FileHandler(out / "run.log", encoding="utf-8")
@@ -400,7 +434,7 @@ def _execute(registry: Registry, run_id: str, progress: Progress | None, resume:
     start = {"resumed_at": now()} if resume else {"started_at": now()}
     before = {"status": run["status"], "error": run["error"], "ended_at": run["ended_at"]}
     registry.update_run(run_id, status="running", pid=os.getpid(), heartbeat_at=now(),
-                        ended_at=None, error=None, **start)
+                        ended_at=None, error=None, world_size=ranks.world_size, **start)
     registry.sync_plugins(plugins)
     spec = RunSpec.model_validate(run["spec"])
     telemetry = Telemetry(registry.path, run_id, plugins, spec.training.telemetry_interval_s)
@@ -408,7 +442,7 @@ def _execute(registry: Registry, run_id: str, progress: Progress | None, resume:
     status, error, refused = "failed", None, False
     try:
         with Heartbeat(registry.path, run_id, stop):
-            status = _train(registry, plugins, run, spec, progress, stop, start_at)
+            status = _train(registry, plugins, run, spec, progress, stop, start_at, ranks)
     except RunStopped:
         status = "stopped"
         progress.phase("stopped; tuneyard resume continues")
@@ -498,8 +532,8 @@ class StopRequest:
     main thread instead.
     """
 
-    def __init__(self, registry: Registry, run_id: str) -> None:
-        self.registry, self.run_id = registry, run_id
+    def __init__(self, registry: Registry | None, run_id: str) -> None:
+        self.registry, self.run_id = registry, run_id  # no registry: ranks other than 0
         self.signalled = threading.Event()
         self._interruptible = False
         self._signals = False
@@ -641,67 +675,85 @@ class Telemetry:
             self.done.wait(self.interval_s)
 
 
-def _train(registry: Registry, plugins: Plugins, run: dict[str, Any], spec: RunSpec,
-           progress: Progress, stop: StopRequest, start_at: ResumePoint | None) -> str:
+def _train(registry: Registry | None, plugins: Plugins, run: dict[str, Any], spec: RunSpec,
+           progress: Progress, stop: StopRequest, start_at: ResumePoint | None,
+           ranks: Ranks = SINGLE) -> str:
     """Train ``run`` (its validated ``spec``; from ``start_at`` when resuming) and evaluate;
     ``completed`` or ``stopped``. Loading and evaluating are interruptible (see
-    :class:`StopRequest`)."""
+    :class:`StopRequest`). Only rank 0 (``ranks.main``, the one with a ``registry``) records
+    and evaluates; all ranks agree before training whether any of them was stopped."""
     from transformers import set_seed
 
     run_id, out = run["id"], Path(run["output_dir"])
     comp = compose(spec, plugins)
-    used = plugins.used_by_run(list(comp.plugin_of.values()))
-    registry.update_run(run_id, plugin_versions=plugins.versions(used))
     t = spec.training
-    if start_at is None:
-        (out / "spec.yaml").write_text(yaml.safe_dump(run["spec"], sort_keys=False))
-        registry.add_artifact(run_id, "spec", str(out / "spec.yaml"))
+    finished = start_at is not None and start_at.finished
+    if ranks.main:
+        used = plugins.used_by_run(list(comp.plugin_of.values()))
+        registry.update_run(run_id, plugin_versions=plugins.versions(used))
+        if start_at is None:
+            (out / "spec.yaml").write_text(yaml.safe_dump(run["spec"], sort_keys=False))
+            registry.add_artifact(run_id, "spec", str(out / "spec.yaml"))
+    elif finished:
+        return "completed"  # only rank 0's final evaluations are left
     set_seed(t.seed)
 
-    with stop.interruptible():
-        rows = load_rows(comp, progress)
-        model, tokenizer = load_model(comp, rows, progress)
-        data = prepare_data(comp, rows, tokenizer)
-    if start_at is not None:
-        check_same_data(run, data)
-    registry.update_run(
-        run_id, dataset_fingerprint=data.fingerprint, train_rows=len(data.train_rows),
-        eval_rows=len(data.eval_rows), base_model=comp.provider.model_id(), device=comp.device,
-    )
-    finished = start_at is not None and start_at.finished
-    if finished:
-        model = final_checkpoint(comp, model, out / "final")
-    else:
-        set_seed(t.seed)  # adapter init must not depend on what loading the model consumed
-        model = guarded(comp.strategy, comp.plugin_of, "prepare the model",
-                        comp.strategy.prepare, model)
-        if not hasattr(model, "to"):
-            raise component_failed(comp.strategy, comp.plugin_of,
-                                   f"prepare() returned {type(model).__name__}, not a model")
-    model.to(comp.device)
-    plugins.fire("on_run_start", run_id=run_id, spec=run["spec"], output_dir=str(out))
-    if not finished:
+    try:
         with stop.interruptible():
-            evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "base", progress,
-                     missing_only=True)
+            rows = load_rows(comp, progress)
+            model, tokenizer = load_model(comp, rows, progress)
+            data = prepare_data(comp, rows, tokenizer)
+        if ranks.main:
+            if start_at is not None:
+                check_same_data(run, data)
+            registry.update_run(
+                run_id, dataset_fingerprint=data.fingerprint, train_rows=len(data.train_rows),
+                eval_rows=len(data.eval_rows), base_model=comp.provider.model_id(),
+                device=comp.device)
+        if finished:
+            model = final_checkpoint(comp, model, out / "final")
+        else:
+            set_seed(t.seed)  # adapter init must not depend on what loading the model consumed
+            model = guarded(comp.strategy, comp.plugin_of, "prepare the model",
+                            comp.strategy.prepare, model)
+            if not hasattr(model, "to"):
+                raise component_failed(comp.strategy, comp.plugin_of,
+                                       f"prepare() returned {type(model).__name__}, not a model")
+        model.to(comp.device)
+        if ranks.main:
+            plugins.fire("on_run_start", run_id=run_id, spec=run["spec"], output_dir=str(out))
+        if not finished and ranks.main:
+            with stop.interruptible():
+                evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "base",
+                         progress, missing_only=True)
+    except RunStopped:
+        if not finished:
+            ranks.any(True)  # the other ranks wait to hear whether training starts
+        raise
+    if not finished:
+        if ranks.any(bool(stop)):  # every rank trains, or none
+            raise RunStopped
         if not trained(registry, run_id, out, comp, data, model, tokenizer, plugins, progress,
-                       stop, start_at.checkpoint if start_at else None):
+                       stop, start_at.checkpoint if start_at else None, ranks):
             return "stopped"
-    with stop.interruptible():
-        evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "final", progress,
-                 missing_only=True)
+    if ranks.main:
+        with stop.interruptible():
+            evaluate(comp, plugins, registry, run_id, model, tokenizer, data, "final",
+                     progress, missing_only=True)
     return "completed"
 
 
-def trained(registry: Registry, run_id: str, out: Path, comp: Composition, data: Data,
+def trained(registry: Registry | None, run_id: str, out: Path, comp: Composition, data: Data,
             model: Any, tokenizer: Any, plugins: Plugins, progress: Progress, stop: StopRequest,
-            checkpoint: Path | None) -> bool:
+            checkpoint: Path | None, ranks: Ranks = SINGLE) -> bool:
     """Train ``model`` with transformers' ``Trainer`` (from ``checkpoint`` when resuming) and
     save it to ``<output_dir>/final``; ``False`` when a stop request ended training first (a
     checkpoint is saved).
 
     Every checkpoint and ``final/`` is written under a temporary name and renamed into place
-    (:func:`~tuneyard.core.atomic.written_atomically`), with the run's tokenizer.
+    (:func:`~tuneyard.core.atomic.written_atomically`), with the run's tokenizer. On a GPU the
+    optimizer is PyTorch's fused AdamW (one kernel for all parameters; transformers
+    ``optim="adamw_torch_fused"``). Under torchrun every rank calls this; rank 0 records.
 
     Raises:
         CheckpointError: a checkpoint or ``final/`` could not be written (disk full, read-only
@@ -724,8 +776,16 @@ def trained(registry: Registry, run_id: str, out: Path, comp: Composition, data:
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
         eval_strategy="steps" if t.eval_steps else "no", eval_steps=t.eval_steps,
         per_device_eval_batch_size=t.eval_batch_size, prediction_loss_only=True,
+        optim="adamw_torch_fused" if comp.device == "cuda" else "adamw_torch",
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False}, torch_compile=t.torch_compile,
+        fsdp=t.fsdp, fsdp_config=t.fsdp_config or None,
     )
-    callback = RegistryCallback(registry, plugins, run_id, progress, stop)
+    agreed = StopCallback(stop, ranks)
+    callbacks = [agreed]
+    if ranks.main:
+        callback = RegistryCallback(registry, plugins, run_id, progress, stop)
+        callbacks.insert(0, callback)  # its registry read of a stop request comes first
 
     class RunTrainer(Trainer):
         """The Trainer, with two changes:
@@ -749,39 +809,50 @@ def trained(registry: Registry, run_id: str, out: Path, comp: Composition, data:
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
             name = f"checkpoint-{self.state.global_step}"
-            with written(folder / name) as partial:
+            with written(folder / name, ranks) as partial:
                 self.staging = partial.parent  # the Trainer writes <staging>/<name>
                 try:
                     super()._save_checkpoint(model, trial)
                 finally:
                     self.staging = None
-                tokenizer.save_pretrained(str(partial))
+                if ranks.main:
+                    tokenizer.save_pretrained(str(partial))
 
     trainer = RunTrainer(model=model, args=args, train_dataset=data.train_rows,
                          eval_dataset=data.eval_rows if t.eval_steps else None,
-                         data_collator=data.train_collator, callbacks=[callback])
+                         data_collator=data.train_collator, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # our callback reports; no raw dict prints
-    make_dir(folder)
-    remove_partials(folder)  # what a killed process left half-written
-    if checkpoint is not None:
-        step = int(checkpoint.name.removeprefix("checkpoint-"))
-        registry.delete_metrics_after(run_id, step)  # the resumed run logs them again
-        progress.phase(f"resuming from step {step}")
-    else:
-        registry.delete_metrics_after(run_id, 0)  # a run resumed without a checkpoint
+    if trainer.args.world_size != ranks.world_size:  # a launch path that fell back to one
+        raise RuntimeError(f"the Trainer trains on {trainer.args.world_size} process(es), "
+                           f"torchrun started {ranks.world_size}")
+    if ranks.main:
+        make_dir(folder)
+        remove_partials(folder)  # what a killed process left half-written
+        if checkpoint is not None:
+            step = int(checkpoint.name.removeprefix("checkpoint-"))
+            registry.delete_metrics_after(run_id, step)  # the resumed run logs them again
+            progress.phase(f"resuming from step {step}")
+        else:
+            registry.delete_metrics_after(run_id, 0)  # a run resumed without a checkpoint
+        if ranks.distributed:
+            progress.phase(f"training on {ranks.world_size} processes")
     progress.phase("training")
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
-        callback.flush()  # the last steps, also of a training that failed
-    if stop and trainer.state.global_step < t.max_steps:
+        if ranks.main:
+            callback.flush()  # the last steps, also of a training that failed
+    if agreed.stopped and trainer.state.global_step < t.max_steps:
         progress.phase(f"stopped at step {trainer.state.global_step} (checkpoint saved)")
         return False
 
     final = out / "final"
-    with written(final) as partial:
+    with written(final, ranks) as partial:
         trainer.save_model(str(partial))
-        tokenizer.save_pretrained(str(partial))
+        if ranks.main:
+            tokenizer.save_pretrained(str(partial))
+    if not ranks.main:
+        return True
     step = trainer.state.global_step
     registry.add_checkpoint(run_id, step, str(final))
     registry.add_artifact(run_id, comp.strategy.saves, str(final))
@@ -790,15 +861,22 @@ def trained(registry: Registry, run_id: str, out: Path, comp: Composition, data:
 
 
 @contextlib.contextmanager
-def written(target: Path) -> Iterator[Path]:
+def written(target: Path, ranks: Ranks = SINGLE) -> Iterator[Path]:
     """:func:`~tuneyard.core.atomic.written_atomically`, with a write failure reported as a
     :class:`CheckpointError` naming the folder, the reason and the free space left. Writers
     report a full disk in their own ways (``OSError`` ENOSPC, torch's zip writer a
     ``RuntimeError`` "unexpected pos", safetensors a ``SafetensorError``), so any exception
-    of the write is one."""
+    of the write is one. Under torchrun every rank writes into the folder rank 0 names, and
+    rank 0 renames it once all have written."""
     try:
+        if not ranks.main:
+            yield ranks.broadcast(None)
+            ranks.barrier()
+            return
         with written_atomically(target) as partial:
+            ranks.broadcast(partial)
             yield partial
+            ranks.barrier()  # every rank's part is written
     except Exception as exc:
         reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror
                   else f"{type(exc).__name__}: {exc}")
@@ -894,8 +972,7 @@ FLUSH_S = 0.25
 
 def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress: Progress,
                      stop: StopRequest) -> Any:
-    """A ``TrainerCallback`` that records each logged step and checkpoint, and passes on a
-    stop request.
+    """A ``TrainerCallback`` that records each logged step and checkpoint (rank 0's).
 
     Per logged step it records ``loss``, ``learning_rate``, ``grad_norm``, ``epoch`` and
     ``tokens_per_s`` (non-padding input tokens per second of wall time since the previous log)
@@ -904,9 +981,9 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
     evaluation and at the end of training (:meth:`flush`), so a checkpoint never has steps
     the registry lacks. After each Trainer evaluation (``training.eval_steps``) it records
     ``eval_loss``: the mean of the model's loss over the held-out batches (transformers
-    ``Trainer.evaluate``; each batch's loss is its mean per label token). When ``stop`` is set
-    it asks the Trainer to save a checkpoint and end after this step (or this evaluation). It
-    records and sets flags; the Trainer's loop does the training.
+    ``Trainer.evaluate``; each batch's loss is its mean per label token). Each write also
+    reads the registry's stop request (:meth:`StopRequest.poll`; :class:`StopCallback` acts
+    on it).
     """
     from transformers import TrainerCallback
 
@@ -926,11 +1003,6 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.last_tokens = int(state.num_input_tokens_seen)  # nonzero when resuming
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if stop:
-                control.should_save = True
-                control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
@@ -954,7 +1026,6 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
                                      {"eval_loss": float(metrics["eval_loss"])}, now()))
             self.flush()
             self.last_time = time.perf_counter()  # evaluation time is not training time
-            self.on_step_end(args, state, control)  # a stop request that came meanwhile
 
         def on_save(self, args, state, control, **kwargs):
             self.flush()
@@ -962,6 +1033,26 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
             registry.add_checkpoint(run_id, state.global_step, str(path))
             plugins.fire("on_checkpoint_saved", run_id=run_id, step=state.global_step,
                          path=str(path))
+
+    return _Callback()
+
+
+def StopCallback(stop: StopRequest, ranks: Ranks) -> Any:
+    """A ``TrainerCallback`` that asks the Trainer to save a checkpoint and end after this
+    step (or this evaluation) once any rank was asked to stop; under torchrun the ranks agree
+    on it at every step (:meth:`Ranks.any`), so all stop at the same one. It only sets flags
+    (the ``TrainerCallback`` contract); ``stopped`` tells whether it did."""
+    from transformers import TrainerCallback
+
+    class _Callback(TrainerCallback):
+        stopped = False
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if ranks.any(bool(stop)):
+                self.stopped = control.should_save = control.should_training_stop = True
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            self.on_step_end(args, state, control)  # a stop request that came meanwhile
 
     return _Callback()
 
@@ -1027,25 +1118,39 @@ def token_texts(tokenizer: Any, ids: list[int]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of a detached run process. Exit code 0 completed or stopped, 1 failed,
-    2 user error. Log lines go to ``<output_dir>/run.log``; warnings and errors also to stderr
-    (the launcher's ``console.log``)."""
+    """Entry point of a run process: a detached run, or one rank of a run started by
+    torchrun (:mod:`tuneyard.core.distributed`; ranks other than 0 need no ``RUN_ID``: rank 0
+    hands them the run). Exit code 0 completed or stopped, 1 failed, 2 user error (the
+    error's ``exit_code``). Log lines
+    go to ``<output_dir>/run.log``; warnings and errors also to stderr (the launcher's
+    ``console.log``); under torchrun a rank's error also goes to torchrun's error file."""
     parser = argparse.ArgumentParser(prog="python -m tuneyard.core.runner")
-    parser.add_argument("run_id")
+    parser.add_argument("run_id", nargs="?")
     parser.add_argument("--registry", default=None)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="under torchrun: the run's device, for the process group's backend")
     a = parser.parse_args(argv)
     stderr = logging.StreamHandler()
     stderr.setLevel(logging.WARNING)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         handlers=[stderr])
+    ranks = Ranks.from_env()
     try:
-        execute(Registry(a.registry, create=False), a.run_id, resume=a.resume)
+        ranks.start(a.device)
+        if not ranks.main:
+            follow(ranks)
+        elif a.run_id is None:
+            parser.error("RUN_ID is required (rank 0)")
+        else:
+            execute(Registry(a.registry, create=False), a.run_id, resume=a.resume, ranks=ranks)
     except TuneyardError as exc:
         log.error("%s", exc)
-        return 2
-    except Exception:
-        log.exception("run %s failed", a.run_id)
+        record_error(exc)
+        return exc.exit_code
+    except Exception as exc:
+        log.exception("run %s, rank %d: failed", a.run_id, ranks.rank)
+        record_error(exc)
         return 1
     return 0
 

@@ -120,11 +120,14 @@ class TrainingSpec(_Strict):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    max_seq_len: int = Field(512, gt=1, description="tokens; longer rows are truncated")
+    max_seq_len: int = Field(512, gt=1, description="tokens; longer rows are truncated; the "
+                             "block length of a packing strategy and the row length of "
+                             "training.packing")
     packing: bool = Field(
-        False, description="causal-LM fine-tuning: put each micro-batch's examples in one "
-        "sequence with no padding, attention and position ids kept per example "
-        "(transformers DataCollatorWithFlattening); same loss, fewer wasted tokens",
+        False, description="causal-LM fine-tuning: pack the training examples, best-fit "
+        "decreasing, into rows of at most max_seq_len tokens, each example attending only to "
+        "itself with its own position ids; a micro-batch is micro_batch_size such rows (fewer, "
+        "fuller steps; each example's loss unchanged; held-out data is never packed)",
     )
     seed: int = 0
     precision: Literal["fp32", "bf16", "fp16"] = Field(
@@ -143,6 +146,24 @@ class TrainingSpec(_Strict):
     )
     telemetry_interval_s: float = Field(
         1.0, ge=0, description="seconds between device telemetry samples (0 = off)"
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass instead of keeping "
+        "them: less memory, about a third more compute (non-reentrant torch.utils.checkpoint, "
+        "transformers gradient_checkpointing)",
+    )
+    torch_compile: bool = Field(
+        False, description="compile the model with torch.compile (inductor backend); the first "
+        "steps are slow while it compiles",
+    )
+    fsdp: str = Field(
+        "", description="runs on several GPUs: shard weights, gradients and optimizer state "
+        "with FSDP, transformers TrainingArguments.fsdp, e.g. 'full_shard auto_wrap' (empty "
+        "= DDP: a full copy per GPU)",
+    )
+    fsdp_config: dict[str, Any] = Field(
+        default_factory=dict, description="transformers TrainingArguments.fsdp_config, e.g. "
+        "{transformer_layer_cls_to_wrap: [LlamaDecoderLayer]}",
     )
 
 

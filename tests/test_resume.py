@@ -1,9 +1,10 @@
 """Resume exactness (issue #6): a run stopped at a step and resumed from its checkpoint gives,
 on CPU, the same losses, learning rates, gradient norms and final weights (within 1e-6) as an
 uninterrupted run with the same seed, for ``full``, ``lora`` (also under a non-default adapter
-name) and ``pretrain-clm``. The recipe makes each piece of saved state matter: LoRA dropout
-(RNG), warmup + cosine (scheduler), gradient accumulation, a stop in mid-epoch of a shuffled
-dataset (data order), and the final weights reload for ``tuneyard eval``."""
+name, and with ``training.packing``) and ``pretrain-clm``. The recipe makes each piece of saved
+state matter: LoRA dropout (RNG), warmup + cosine (scheduler), gradient accumulation, a stop in
+mid-epoch of a shuffled dataset (data order), and the final weights reload for ``tuneyard
+eval``."""
 
 from __future__ import annotations
 
@@ -29,11 +30,14 @@ STRATEGIES = {
                                                            "adapter_name": "mine"}}},
     "pretrain-clm": {"strategy": {"name": "pretrain-clm"}, "training.max_seq_len": 32,
                      "training.learning_rate": 3e-3},
+    "lora-packed": {"strategy": {"name": "lora", "options": {"r": 4, "dropout": 0.2}},
+                    "training.packing": True, "training.max_seq_len": 128},
 }
 #: the final weights' file inside ``<output_dir>/final`` (peft saves a non-default adapter
 #: in a sub-folder named after it)
 WEIGHTS = {"full": "model.safetensors", "lora": "adapter_model.safetensors",
-           "lora-mine": "mine/adapter_model.safetensors", "pretrain-clm": "model.safetensors"}
+           "lora-mine": "mine/adapter_model.safetensors", "pretrain-clm": "model.safetensors",
+           "lora-packed": "adapter_model.safetensors"}
 
 
 @pytest.fixture
