@@ -44,9 +44,11 @@ if [ "$MODE" = --smoke ]; then
 else
     PY=python3
     if [ -x /opt/torch/.venv/bin/python3 ]; then PY=/opt/torch/.venv/bin/python3; fi
-    OVERHEAD=(--model smollm2-random --steps 60 --warmup 10 --micro-batch 32 --repeat 2)
-    PACKING=(--model smollm2-random --steps 30 --warmup 10 --micro-batch 32)
-    MFU=(--smollm2 random --steps 30 --warmup 10 --micro-batch 128)
+    # sized from the H200 run of 2026-11-30: install 26 s; overhead at --repeat 2 took 240 s
+    # (each run ~40 s, mostly start-up), packing 15 steps ~60 s, mfu 15 steps ~100 s
+    OVERHEAD=(--model smollm2-random --steps 40 --warmup 10 --micro-batch 32 --repeat 1)
+    PACKING=(--model smollm2-random --steps 15 --warmup 5 --micro-batch 32)
+    MFU=(--smollm2 random --steps 15 --warmup 5 --micro-batch 64)
     TINY=(--model tiny --steps 200 --warmup 20 --micro-batch 32 --repeat 2)
 fi
 FAILED=()
