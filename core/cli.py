@@ -480,7 +480,8 @@ def show_run(registry: Any, run_id: str) -> None:
     for key in ("id", "name", "status", "base_model", "strategy", "dataset_source", "device",
                 "train_rows", "eval_rows", "started_at", "ended_at", "output_dir", "error"):
         if r.get(key) not in (None, ""):
-            head.add_row(f"[bold]{key}[/]", _status(r[key]) if key == "status" else str(r[key]))
+            head.add_row(f"[bold]{key}[/]",
+                         _status(r[key]) if key == "status" else escape(str(r[key])))
     if (r.get("world_size") or 1) > 1:
         head.add_row("[bold]world_size[/]", f"{r['world_size']} processes (torchrun)")
     if loss:

@@ -147,11 +147,9 @@ def run_ranks(launch: Launch, worker_args: list[str],
     every :data:`POLL_S` seconds meanwhile; ``None`` when all ended well, else the failure
     that caused the others (:func:`root_cause`).
 
-    torchrun runs in a thread, so it leaves this process's signal handlers alone: a Ctrl-C
-    in the terminal reaches every rank directly (they share the terminal's process group)
-    and each rank's own handler stops the run (:class:`~tuneyard.core.runner.StopRequest`);
-    this process ignores it. A SIGTERM sent to this process alone (``kill``, a scheduler) is
-    passed on to every rank.
+    torchrun runs in a thread, so it leaves this process's signal handlers alone, and this
+    process passes Ctrl-C, SIGTERM and SIGHUP on to every rank (torchrun starts each in a
+    session of its own, out of the terminal's reach): see :func:`signals_passed_on`.
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args
@@ -179,20 +177,25 @@ def run_ranks(launch: Launch, worker_args: list[str],
 
 @contextlib.contextmanager
 def signals_passed_on() -> Iterator[None]:
-    """While the ranks run: SIGINT is ignored here (the terminal sends it to the ranks
-    too), SIGTERM is sent on to every process this one started (torchrun's workers)."""
+    """While the ranks run, a signal to this process goes on to every process it started
+    (torchrun's workers), where each rank's handler acts on it
+    (:class:`~tuneyard.core.runner.StopRequest`): Ctrl-C (SIGINT) as Ctrl-C, so a second one
+    aborts; SIGTERM and SIGHUP (the terminal closed, an SSH connection lost) as SIGTERM: a
+    checkpoint, then ``stopped``. A launcher killed with SIGKILL cannot pass anything on:
+    its ranks train on, and ``tuneyard stop RUN`` stops them."""
     import psutil
 
-    def on_sigterm(_signum: int, _frame: Any) -> None:
+    def pass_on(signum: int, _frame: Any) -> None:
+        sent = signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM
         for child in psutil.Process().children(recursive=True):
             with contextlib.suppress(psutil.Error):
-                child.send_signal(signal.SIGTERM)
+                child.send_signal(sent)
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-                signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm)}
+    previous = {sig: signal.signal(sig, pass_on)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
@@ -202,20 +205,24 @@ def signals_passed_on() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Failure:
-    """The rank whose failure ended a run (``None``: torchrun itself failed), its error and
-    its exit code (2 for a user error, :class:`~tuneyard.core.errors.TuneyardError`)."""
+    """The rank whose failure ended a run (``None``: torchrun itself failed), its error, its
+    exit code (2 for a user error, :class:`~tuneyard.core.errors.TuneyardError`), and whether
+    rank 0 ended on its own terms (exited, or failed with an error it recorded), having
+    written the run's final status itself."""
 
     rank: int | None
     error: str
     exit_code: int
+    rank0_recorded: bool = False
 
     def __str__(self) -> str:
         return self.error if self.rank is None else f"rank {self.rank}: {self.error}"
 
 
-#: messages of a rank that failed because another one did (a collective's peer vanished)
+#: messages of a rank that failed because another one did: a collective's peer vanished, or
+#: torchrun stopped it (SIGTERM) after another rank failed
 _VICTIM_MARKS = ("DistBackendError", "Connection closed by peer", "Connection reset by peer",
-                 "NCCL communicator was aborted", "Signal ")
+                 "NCCL communicator was aborted", "Signal 15 (SIGTERM)")
 
 
 def root_cause(failures: dict[int, Any]) -> Failure:
@@ -233,9 +240,11 @@ def root_cause(failures: dict[int, Any]) -> Failure:
     rank = min(own or failures, key=lambda r: (failures[r].timestamp, r))
     exitcode = failures[rank].exitcode
     code = exitcode if exitcode in (1, 2) else 1
+    recorded = 0 not in failures or failures[0].exitcode in (1, 2)
     if messages[rank].startswith("To enable traceback"):  # no error file: a crash
-        return Failure(rank, f"exited with code {exitcode} (see its console output)", code)
-    return Failure(rank, messages[rank], code)
+        return Failure(rank, f"exited with code {exitcode} (see its console output)", code,
+                       recorded)
+    return Failure(rank, messages[rank], code, recorded)
 
 
 def record_error(exc: BaseException) -> None:

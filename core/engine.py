@@ -178,7 +178,8 @@ def launch_ranks(registry: Registry | None, run_id: str | None, launch: Launch, 
     Raises:
         RankFailed: a process failed (any rank, any node); on node 0 the run is then
             ``failed`` with that rank's own error (not the errors of the ranks torchrun
-            stopped because of it).
+            stopped because of it), unless rank 0 ended it otherwise itself (a resume it
+            refused leaves the run as it was).
     """
     worker = ["--device", device]
     if registry is not None:
@@ -188,8 +189,9 @@ def launch_ranks(registry: Registry | None, run_id: str | None, launch: Launch, 
     if failure is None:
         return
     if registry is not None:
-        run = registry.get_run(run_id)
-        if not (failure.rank == 0 and run["status"] == "failed"):  # else rank 0 recorded it
+        if not failure.rank0_recorded:  # rank 0 died (a signal): the run is still "running"
             registry.update_run(run_id, status="failed", error=str(failure), ended_at=now())
+        elif failure.rank != 0 and registry.get_run(run_id)["status"] == "failed":
+            registry.update_run(run_id, error=str(failure))  # the cause, not rank 0's echo
     what = f"run {run_id}" if run_id else "the run"
     raise RankFailed(f"{what} failed: {failure}", failure.exit_code)

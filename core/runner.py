@@ -728,7 +728,8 @@ def _train(registry: Registry | None, plugins: Plugins, run: dict[str, Any], spe
                          progress, missing_only=True)
     except RunStopped:
         if not finished:
-            ranks.any(True)  # the other ranks wait to hear whether training starts
+            with contextlib.suppress(Exception):  # a rank that is gone has nothing to hear
+                ranks.any(True)  # the other ranks wait to hear whether training starts
         raise
     if not finished:
         if ranks.any(bool(stop)):  # every rank trains, or none

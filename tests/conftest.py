@@ -161,6 +161,19 @@ def plugin():
 
 
 @pytest.fixture
+def plugins_dir_env(monkeypatch):
+    """``--plugins-dir`` sets TUNEYARD_PLUGINS_DIR in os.environ and reloads the plugin
+    manager; put both back afterwards, so later tests do not load this test's plugins."""
+    from tuneyard.core.plugins import LOAD_ENV, PLUGINS_DIR_ENV, get_plugins
+
+    monkeypatch.setenv(PLUGINS_DIR_ENV, "")  # records the original value, restored after
+    monkeypatch.delenv(LOAD_ENV, raising=False)
+    get_plugins.cache_clear()
+    yield
+    get_plugins.cache_clear()
+
+
+@pytest.fixture
 def stop_at(plugin):
     """``stop_at(registry, run_id, step)``: a lifecycle plugin asks the run to stop through the
     registry (as ``tuneyard stop`` does) when ``step`` is logged; the Trainer then checkpoints

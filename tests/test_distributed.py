@@ -109,7 +109,7 @@ def on_step_end(run_id, step, metrics):
 
 
 def test_a_stop_reaches_every_rank_and_resume_on_two_processes_is_exact(
-        reference, tmp_path, tiny_model_dir, monkeypatch):
+        reference, tmp_path, tiny_model_dir, monkeypatch, plugins_dir_env):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "sigterm_rank0.py").write_text(textwrap.dedent(STOP_PLUGIN))
@@ -151,7 +151,8 @@ def register_training_strategies(register):
 '''
 
 
-def test_a_failing_rank_fails_the_run_with_its_own_error(tmp_path, tiny_model_dir):
+def test_a_failing_rank_fails_the_run_with_its_own_error(tmp_path, tiny_model_dir,
+                                                        plugins_dir_env):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "broken.py").write_text(textwrap.dedent(FAILING_PLUGIN))
@@ -181,9 +182,48 @@ def test_root_cause_is_the_rank_with_an_error_of_its_own():
     cause = root_cause(failures)
     assert (cause.rank, cause.error, str(cause)) == (2, "ValueError: bad row",
                                                       "rank 2: ValueError: bad row")
+    assert cause.rank0_recorded  # rank 0 failed with an error of its own making (exit 1)
+    # a rank killed outright (the OOM killer) is the cause; torchrun's SIGTERMs are not
+    cause = root_cause({**failures, 2: _Failure("Signal 9 (SIGKILL) received by PID 9", 101,
+                                                -9)})
+    assert str(cause) == "rank 2: Signal 9 (SIGKILL) received by PID 9"
     # none raised an error of its own: the earliest, and a crash names its exit code
     cause = root_cause({0: _Failure("To enable traceback see: …", 5, 139), 1: failures[1]})
     assert str(cause) == "rank 0: exited with code 139 (see its console output)"
+    assert not cause.rank0_recorded
+
+
+def test_ctrl_c_to_the_launcher_reaches_every_rank(tmp_path, tiny_model_dir):
+    """torchrun starts each rank in a session of its own, so a terminal's Ctrl-C reaches only
+    the launcher, which passes it on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = write_spec(tmp_path, tiny_model_dir, micro_batch_size=2)
+    db = tmp_path / "r.db"
+    proc = subprocess.Popen([sys.executable, "-m", "tuneyard.core.cli", "--registry", str(db),
+                             "run", str(spec), "--nproc-per-node", "2",
+                             "--set", "training.max_steps=100000", "--set", "evaluators=[]"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        runs = Registry(db).list_runs() if db.exists() else []
+        if runs and (runs[0]["step"] or 0) >= 3:
+            break
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, output
+    [run] = Registry(db).list_runs()
+    assert run["status"] == "stopped" and run["world_size"] == 2
+    checkpoint = Registry(db).checkpoints(run["id"])[-1]  # the stop's (and every 3 steps)
+    assert 3 <= checkpoint["step"] == run["step"] < 100000
+    files = {p.name for p in Path(checkpoint["path"]).iterdir()}
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= files
 
 
 def test_torchrun_command_lines():

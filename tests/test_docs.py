@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from tuneyard.core import hookspecs
 from tuneyard.core.cli import cli
-from tuneyard.core.plugins import LOAD_ENV, PLUGINS_DIR_ENV, get_plugins
+from tuneyard.core.plugins import get_plugins
 from tuneyard.core.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,16 +81,6 @@ def test_python_blocks_of_the_plugin_docs_compile():
         if block.strip() not in signatures:
             compile(block, f"{DOC}: block starting {block.splitlines()[0]!r}", "exec")
 
-
-@pytest.fixture
-def plugins_dir_env(monkeypatch):
-    """``--plugins-dir`` sets TUNEYARD_PLUGINS_DIR in os.environ and reloads the plugin
-    manager; put both back afterwards, so later tests do not load this test's plugins."""
-    monkeypatch.setenv(PLUGINS_DIR_ENV, "")  # records the original value, restored after
-    monkeypatch.delenv(LOAD_ENV, raising=False)
-    get_plugins.cache_clear()
-    yield
-    get_plugins.cache_clear()
 
 
 def test_tutorial_plugin_runs_and_its_metric_lands_in_the_registry(

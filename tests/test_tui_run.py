@@ -30,6 +30,15 @@ def plain(widget: Static) -> str:
     return "\n".join(line.rstrip() for line in console.export_text().splitlines())
 
 
+def metric_reads(monkeypatch) -> list[int]:
+    """The ``after`` row id of every ``Registry.metrics_since`` call from now on."""
+    reads: list[int] = []
+    since = Registry.metrics_since
+    monkeypatch.setattr(Registry, "metrics_since", lambda self, run_id, after=0:
+                        reads.append(after) or since(self, run_id, after))
+    return reads
+
+
 async def open_run(app, pilot, wait_for, run_id: str) -> RunScreen:
     app.open_run(run_id)
     await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.polls > 0)
@@ -97,10 +106,7 @@ async def test_eta_and_curves_fed_incrementally_at_80x24(seeded_registry, tui_ap
         reg.db.execute("UPDATE metrics SET at = ? WHERE run_id = 'run-e' AND step = ?",
                        [(start + timedelta(seconds=2 * step)).isoformat(), step])
     seeded = reg.metrics("run-e", "loss")
-    reads: list[int] = []
-    since = Registry.metrics_since
-    monkeypatch.setattr(Registry, "metrics_since", lambda self, run_id, after=0:
-                        reads.append(after) or since(self, run_id, after))
+    reads = metric_reads(monkeypatch)
     app = tui_app(seeded_registry)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_run(app, pilot, wait_for, "run-e")
@@ -229,10 +235,7 @@ async def test_a_long_run_opens_with_its_curves_downsampled(seeded_registry, tui
     reg.add_steps(run_id, [(s, {"loss": 5000 / s, "learning_rate": 1e-3},
                             "2026-11-01T10:00:00+00:00") for s in range(1, 5001)])
     reg.update_run(run_id, status="completed")
-    reads: list[int] = []
-    since = Registry.metrics_since
-    monkeypatch.setattr(Registry, "metrics_since", lambda self, rid, after=0:
-                        reads.append(after) or since(self, rid, after))
+    reads = metric_reads(monkeypatch)
     app = tui_app(seeded_registry)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_run(app, pilot, wait_for, run_id)
