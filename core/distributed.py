@@ -225,6 +225,12 @@ _VICTIM_MARKS = ("DistBackendError", "Connection closed by peer", "Connection re
                  "NCCL communicator was aborted", "Signal 15 (SIGTERM)")
 
 
+def is_echo(message: str) -> bool:
+    """Whether an error message is another rank's failure seen from here (a peer gone from a
+    collective, or torchrun's SIGTERM), not an error of this rank's own."""
+    return any(mark in message for mark in _VICTIM_MARKS)
+
+
 def root_cause(failures: dict[int, Any]) -> Failure:
     """The failure that caused the others: the earliest (torchrun's own rule, "first
     observed failure") of the ranks that raised an error of their own, not one from a
@@ -236,7 +242,7 @@ def root_cause(failures: dict[int, Any]) -> Failure:
     """
     messages = {r: f.message if isinstance(f.message, str) else f.message.get("message", "")
                 for r, f in failures.items()}  # an error file's message, or torchrun's own
-    own = [r for r, m in messages.items() if not any(mark in m for mark in _VICTIM_MARKS)]
+    own = [r for r, m in messages.items() if not is_echo(m)]
     rank = min(own or failures, key=lambda r: (failures[r].timestamp, r))
     exitcode = failures[rank].exitcode
     code = exitcode if exitcode in (1, 2) else 1

@@ -29,7 +29,7 @@ import yaml
 
 from tuneyard.core.atomic import remove_partials, written_atomically
 from tuneyard.core.components import LABEL_TASKS, EvalContext, EvalResult, Example
-from tuneyard.core.distributed import SINGLE, Ranks, record_error
+from tuneyard.core.distributed import SINGLE, Ranks, is_echo, record_error
 from tuneyard.core.engine import Composition, compose
 from tuneyard.core.errors import (CheckpointError, DataChanged, DataError, PluginError,
                                    PluginFailed, SpecError, TuneyardError)
@@ -1150,7 +1150,11 @@ def main(argv: list[str] | None = None) -> int:
         record_error(exc)
         return exc.exit_code
     except Exception as exc:
-        log.exception("run %s, rank %d: failed", a.run_id, ranks.rank)
+        if ranks.distributed and is_echo(str(exc)):  # another rank failed: it reports why
+            log.error("rank %d: ended because another rank did (%s)", ranks.rank,
+                      str(exc).splitlines()[0][:200])
+        else:
+            log.exception("run %s, rank %d: failed", a.run_id, ranks.rank)
         record_error(exc)
         return 1
     return 0
