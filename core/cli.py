@@ -185,10 +185,7 @@ def run(spec_path: str, overrides: tuple[str, ...], detach: bool, nproc_per_node
         run_id, out = create_run(spec, registry)
         err_console.print(f"run [bold]{run_id}[/] → {out} ({launch.nproc_per_node * nnodes} "
                           "processes, torchrun)")
-        with RichProgress(spec.training.max_steps) as progress:
-            launch_ranks(registry, run_id, launch, device,
-                         poll=RegistryFeed(registry, run_id, progress))
-        show_run(registry, run_id)
+        train_on_ranks(registry, run_id, launch, device, spec.training.max_steps)
         return
     if detach:
         run_id, out = create_run(spec, registry)
@@ -218,7 +215,7 @@ def resume(run_ref: str, detach: bool, nproc_per_node: int, nnodes: int, node_ra
     """Continue a stopped, interrupted or failed RUN from its latest complete checkpoint
     (weights, optimizer, LR scheduler, RNG states, data order, step). The options of a run
     on several processes are those of tuneyard run; the number of processes may change."""
-    from tuneyard.core.engine import check_device, launch_detached, launch_ranks
+    from tuneyard.core.engine import check_device, launch_detached
     from tuneyard.core.runner import execute, resume_point
     from tuneyard.core.spec import RunSpec
 
@@ -230,10 +227,7 @@ def resume(run_ref: str, detach: bool, nproc_per_node: int, nnodes: int, node_ra
     if launch.distributed:
         err_console.print(f"run [bold]{run['id']}[/]: {escape(where)}")
         device = check_device(RunSpec.model_validate(run["spec"]))
-        with RichProgress(run["max_steps"]) as progress:
-            launch_ranks(registry, run["id"], launch, device, resume=True,
-                         poll=RegistryFeed(registry, run["id"], progress))
-        show_run(registry, run["id"])
+        train_on_ranks(registry, run["id"], launch, device, run["max_steps"], resume=True)
         return
     if detach:
         pid = launch_detached(run["id"], registry, out, resume=True)
@@ -317,13 +311,25 @@ class RichProgress:
         self.bar.update(self.task, completed=step, total=total, info=info)
 
 
+def train_on_ranks(registry: Any, run_id: str, launch: Any, device: str, total: int,
+                   resume: bool = False) -> None:
+    """Train (``resume``: continue) a run on torchrun's ranks with a progress bar fed from
+    the registry, then print the run."""
+    from tuneyard.core.engine import launch_ranks
+
+    with RichProgress(total) as progress:
+        launch_ranks(registry, run_id, launch, device, resume=resume,
+                     poll=RegistryFeed(registry, run_id, progress, total))
+    show_run(registry, run_id)
+
+
 class RegistryFeed:
     """Shows a run that other processes train (torchrun's ranks) on a :class:`RichProgress`,
     from the metric rows its rank 0 writes: call it now and then."""
 
-    def __init__(self, registry: Any, run_id: str, progress: RichProgress) -> None:
+    def __init__(self, registry: Any, run_id: str, progress: RichProgress, total: int) -> None:
         self.registry, self.run_id, self.progress = registry, run_id, progress
-        self.last_id, self.total = 0, registry.get_run(run_id)["max_steps"]
+        self.last_id, self.total = 0, total
 
     def __call__(self) -> None:
         rows = self.registry.metrics_since(self.run_id, self.last_id)
