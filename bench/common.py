@@ -146,14 +146,15 @@ def steady_tokens_per_s(ends: list[float], tokens: list[float], warmup: int) -> 
 
 def build(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
     """The model (prepared by the run's strategy, on its device) and data a run of ``spec``
-    trains on, made in this process by the runner's own loaders, in the runner's order and
-    seeding (``core/runner.py`` ``_train``): ``(composition, model, runner.Data)``."""
+    trains on, made in this process by the run's own stages, in the run's order and seeding
+    (``core/run/pipeline.py`` ``pipeline``): ``(composition, model, Data)``."""
     from transformers import set_seed
 
     from tuneyard.core.engine import compose
     from tuneyard.core.plugins import get_plugins
-    from tuneyard.core.runner import (LogProgress, load_model, load_rows, prepare_data,
-                                      quiet_libraries)
+    from tuneyard.core.run.data import load_rows, prepare_data
+    from tuneyard.core.run.model import load_model, model_to_train
+    from tuneyard.core.run.progress import LogProgress, quiet_libraries
     from tuneyard.core.spec import validate_spec
 
     quiet_libraries()
@@ -163,8 +164,7 @@ def build(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
     rows = load_rows(comp, LogProgress())
     model, tokenizer = load_model(comp, rows, LogProgress())
     data = prepare_data(comp, rows, tokenizer)
-    set_seed(seed)
-    model = comp.strategy.prepare(model)
+    model = model_to_train(comp, model)
     return comp, model.to(comp.device), data
 
 

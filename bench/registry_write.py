@@ -9,7 +9,7 @@ Default mode: trains the tests' tiny random Llama (hidden 64, 2 layers, vocabula
 built here, on random tokens (micro-batch 4 × 64 tokens, CPU, fp32, full fine-tuning) through
 transformers' ``Trainer`` with ``logging_steps=1``, ``--steps`` steps a run, ``--repeat``
 times each of: no registry callback; the runner's own ``RegistryCallback`` (one
-transaction of the logged steps' metrics every ``runner.FLUSH_S`` seconds, with the
+transaction of the logged steps' metrics every ``tuneyard.core.run.train.FLUSH_S`` seconds, with the
 ``StopRequest`` read of ``runs.stop_requested_at``); the same while a reader process polls
 what the TUI's Runs list and run monitor read, 10 times a second. The registry's time is
 measured around those two calls where they fall and divided by the mean step time (wall
@@ -97,7 +97,9 @@ def train(model, steps: int, registry=None, folder: Path | None = None) -> dict[
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     from tuneyard.core.plugins import Plugins
-    from tuneyard.core.runner import LogProgress, RegistryCallback, StopRequest
+    from tuneyard.core.run.lifecycle import StopRequest
+    from tuneyard.core.run.progress import LogProgress
+    from tuneyard.core.run.train import RegistryCallback
 
     g = torch.Generator().manual_seed(1)
     rows = [{"input_ids": ids, "labels": ids, "attention_mask": torch.ones(SEQ_LEN, dtype=int)}

@@ -25,7 +25,7 @@ from pathlib import Path
 from tuneyard.core.registry import Registry
 
 STATUSES = ("completed", "completed", "completed", "failed", "stopped", "interrupted")
-#: what the runner logs per step (core/runner.py, RegistryCallback)
+#: what the runner logs per step (core/run/train.py, RegistryCallback)
 METRICS = ("loss", "learning_rate", "grad_norm", "epoch", "tokens_per_s")
 ROWS_PER_TRANSACTION = 1_000_000
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tuneyard.core.errors import TuneyardError
+from tuneyard.core.hookspecs import hookimpl
 from tuneyard.core.scaffold import SCAFFOLD_KINDS
 
 console = Console()
@@ -194,7 +195,7 @@ def run(spec_path: str, overrides: tuple[str, ...], detach: bool, nproc_per_node
         err_console.print(f"started run {run_id} (pid {pid}); log: {out / 'run.log'}; "
                           f"watch it: tuneyard tui", soft_wrap=True)
         return
-    from tuneyard.core.runner import execute  # before the run exists: a Ctrl-C while this
+    from tuneyard.core.run.pipeline import execute  # before the run exists: a Ctrl-C while this
     # imports leaves no run behind
 
     run_id, out = create_run(spec, registry)
@@ -216,7 +217,8 @@ def resume(run_ref: str, detach: bool, nproc_per_node: int, nnodes: int, node_ra
     (weights, optimizer, LR scheduler, RNG states, data order, step). The options of a run
     on several processes are those of tuneyard run; the number of processes may change."""
     from tuneyard.core.engine import check_device, launch_detached
-    from tuneyard.core.runner import execute, resume_point
+    from tuneyard.core.run.checkpoints import resume_point
+    from tuneyard.core.run.pipeline import execute
     from tuneyard.core.spec import RunSpec
 
     launch = launch_of(nproc_per_node, nnodes, node_rank, rdzv_endpoint, detach)
@@ -247,7 +249,7 @@ def resume(run_ref: str, detach: bool, nproc_per_node: int, nnodes: int, node_ra
 @handle_errors
 def eval_(run_ref: str, evaluator: str | None) -> None:
     """Evaluate RUN's final checkpoint again on its held-out set."""
-    from tuneyard.core.runner import evaluate_run
+    from tuneyard.core.run.evaluate import evaluate_run
 
     registry = open_registry()
     with RichProgress(None) as progress:
@@ -360,7 +362,8 @@ def data_preview(spec_path: str, n_rows: int, overrides: tuple[str, ...], as_jso
     """The first rows of SPEC's dataset, formatted and tokenized as training sees them; the
     tokens the loss is taken on (labels) are highlighted."""
     from tuneyard.core.plugins import get_plugins
-    from tuneyard.core.runner import preview_data, quiet_libraries
+    from tuneyard.core.run.pipeline import preview_data
+    from tuneyard.core.run.progress import quiet_libraries
     from tuneyard.core.spec import load_spec
 
     quiet_libraries()
@@ -672,6 +675,15 @@ def plugins_new(name: str, kind: str, parent: str) -> None:
 
 #: tuneyard's own commands; plugins add theirs through ``register_commands``
 CORE_COMMANDS = dict(cli.commands)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    """tuneyard's own commands, registered by this module as the built-in plugin ``commands``
+    (an entry point like every built-in): the plugin manager never imports the CLI, and a
+    plugin that replaces one of them is skipped in every process."""
+    for name, command in CORE_COMMANDS.items():
+        cli.add_command(command, name)
 
 
 def main() -> None:

@@ -108,34 +108,104 @@ class ModelProvider(Component):
 
 
 class TrainingStrategy(Component):
-    """How the model is trained: which weights change, and on which targets.
+    """How the model is trained: which weights change, on which targets, with which loss.
+
+    A strategy owns its method: the trainer (a ``transformers.Trainer`` subclass: its own, or
+    one of TRL's), that trainer's arguments and its own options, the dataset layout and
+    collator, the formats and tasks it accepts, and the metrics it logs per step. Core owns
+    what every run needs, whatever the strategy, and applies it to the strategy's trainer
+    (:mod:`tuneyard.core.run.train`): the arguments of ``training:``, registry recording and
+    lifecycle hooks (a callback), stop and resume, atomic checkpoints with the tokenizer,
+    evaluation under a forked RNG, telemetry and the launch on several processes.
 
     Attributes:
         task: the model head the strategy trains (passed to :meth:`ModelProvider.load`);
             ``None`` = the task of the run's ``dataset.format`` (e.g. ``full`` and ``lora``
             train a causal LM on ``instruction`` rows and a token classifier on ``tokens``
             rows).
+        tasks: the tasks it can train (``None`` = any); a run whose format needs another is
+            refused before anything loads.
         pack: concatenate tokenized rows into blocks of ``training.max_seq_len`` tokens
-            (pre-training) instead of one padded row per example.
+            (pre-training) instead of one padded row per example; the held-out rows the
+            evaluators get are cut into blocks too.
         formats: row formats the strategy accepts (``None`` = any).
         saves: what its checkpoints hold, the registry's ``artifacts.kind``: ``model`` (a whole
             Hugging Face model folder) or ``adapter`` (adapter weights only).
+        metrics: what its trainer logs per step besides ``loss``, ``learning_rate``,
+            ``grad_norm`` and ``epoch`` (names as the trainer logs them, e.g. DPO's
+            ``rewards/accuracies``): recorded in the registry's ``metrics`` table at each
+            logged step (and ``eval_<name>`` after each ``training.eval_steps`` evaluation),
+            drawn on the TUI's Run screen.
     """
 
     kind = "strategy"
     task: ClassVar[Task | None] = None
+    tasks: ClassVar[tuple[Task, ...] | None] = None
     pack: ClassVar[bool] = False
     formats: ClassVar[tuple[str, ...] | None] = None
     saves: ClassVar[str] = "model"
+    metrics: ClassVar[tuple[str, ...]] = ()
 
     def prepare(self, model: Any) -> Any:
-        """Return the model to train: ``model`` itself, or a wrapper (e.g. a peft model)."""
+        """Return the model to train: ``model`` itself, or a wrapper (e.g. a peft model).
+        Called once, with torch's RNG seeded with ``training.seed``, before the model moves to
+        its device and before the ``base`` evaluation."""
         return model
 
     def load_checkpoint(self, model: Any, path: str) -> Any:
         """Return the trained model saved at ``path`` by this strategy, given the base ``model``
         from the run's model provider. Default: a whole Hugging Face model folder."""
         return type(model).from_pretrained(path, dtype=model.dtype)
+
+    def trainer_class(self) -> type:
+        """The trainer: a ``transformers.Trainer`` subclass (default: ``Trainer`` itself). Core
+        subclasses it once more (checkpoints, evaluation RNG) and builds it with ``model``,
+        ``args`` (:meth:`training_arguments`), ``train_dataset`` and ``eval_dataset``
+        (:meth:`dataset`), ``data_collator`` (:meth:`collator`), ``callbacks`` and
+        :meth:`trainer_kwargs`. Import heavy modules here, not at module level."""
+        from transformers import Trainer
+
+        return Trainer
+
+    def training_arguments(self, **kwargs: Any) -> Any:
+        """The trainer's arguments, given ``training:`` as ``TrainingArguments`` keywords
+        (``output_dir``, ``max_steps``, ``learning_rate``, …): an instance of the class the
+        trainer expects, with the strategy's own options added (e.g. TRL's ``DPOConfig`` with
+        ``beta``). Default: ``transformers.TrainingArguments(**kwargs)``."""
+        from transformers import TrainingArguments
+
+        return TrainingArguments(**kwargs)
+
+    def trainer_kwargs(self, tokenizer: Any) -> dict[str, Any]:
+        """Keyword arguments of the trainer's constructor beyond core's (e.g. TRL's
+        ``processing_class=tokenizer``). Default: none."""
+        return {}
+
+    def dataset(self, examples: list[Example], rows: list[dict[str, Any]], tokenizer: Any,
+                max_seq_len: int) -> Any:
+        """The dataset the trainer gets, called once for the training set and once for the
+        held-out set (evaluated by the trainer every ``training.eval_steps``).
+
+        Args:
+            examples: the set's examples as text (all of them, in order).
+            rows: the same tokenized for the run's task (see :class:`EvalContext`;
+                examples that do not fit in ``max_seq_len`` dropped; blocks for ``pack``;
+                several examples a row with ``training.packing``).
+            tokenizer: the run's tokenizer.
+            max_seq_len: ``training.max_seq_len``, tokens.
+
+        Returns:
+            What the trainer's ``train_dataset``/``eval_dataset`` takes (a list of rows or a
+            ``datasets.Dataset``). Default: ``rows``.
+        """
+        return rows
+
+    def collator(self, tokenizer: Any, padding: Any) -> Any:
+        """The ``data_collator`` that makes training batches; ``padding`` is core's
+        (:class:`~tuneyard.core.formats.PadCollator`: right padding, labels -100 on padding;
+        rows with ``position_ids`` keep their documents apart). Default: ``padding``;
+        ``None`` lets the trainer choose its own."""
+        return padding
 
 
 @dataclass
@@ -145,13 +215,15 @@ class Example:
     For the ``text`` format ``prompt`` is empty. For ``label`` (sequence classification)
     ``prompt`` is the text and ``completion`` its label name. For ``tokens`` (token
     classification) ``words`` and ``tags`` are the row's words and their labels (same length);
-    ``prompt`` and ``completion`` are the same joined by spaces, for display.
+    ``prompt`` and ``completion`` are the same joined by spaces, for display. For
+    ``preference`` ``completion`` is the chosen answer and ``rejected`` the rejected one.
     """
 
     prompt: str
     completion: str
     words: list[str] | None = None
     tags: list[str] | None = None
+    rejected: str | None = None
 
 
 @dataclass

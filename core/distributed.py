@@ -2,7 +2,7 @@
 
 ``tuneyard run SPEC --nproc-per-node N [--nnodes M --node-rank R --rdzv-endpoint HOST:PORT]``
 starts PyTorch's elastic launcher (torchrun, ``torch.distributed.run``) in the CLI's process;
-it starts ``N`` processes on this node, each ``python -m tuneyard.core.runner``, with the
+it starts ``N`` processes on this node, each ``python -m tuneyard.core.run``, with the
 environment torchrun documents (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``…).
 transformers' ``Trainer`` trains them with DDP (or FSDP, ``training.fsdp``) over the process
 group :meth:`Ranks.start` opens: gloo on CPU, NCCL on CUDA. Multi-node rendezvous is
@@ -128,7 +128,7 @@ class Launch:
         return self.nproc_per_node * self.nnodes > 1
 
     def torchrun_args(self, worker_args: list[str]) -> list[str]:
-        """torchrun's command line for ``python -m tuneyard.core.runner WORKER_ARGS``: one
+        """torchrun's command line for ``python -m tuneyard.core.run WORKER_ARGS``: one
         node alone uses ``--standalone``; several rendezvous (c10d) at ``rdzv_endpoint``. No
         restarts: a failed rank fails the run, which ``tuneyard resume`` continues from its
         last checkpoint."""
@@ -138,7 +138,7 @@ class Launch:
         else:
             argv += ["--nnodes", str(self.nnodes), "--node-rank", str(self.node_rank),
                      "--rdzv-backend", "c10d", "--rdzv-endpoint", str(self.rdzv_endpoint)]
-        return [*argv, "-m", "tuneyard.core.runner", *worker_args]
+        return [*argv, "-m", "tuneyard.core.run", *worker_args]
 
 
 def run_ranks(launch: Launch, worker_args: list[str],
@@ -179,7 +179,7 @@ def run_ranks(launch: Launch, worker_args: list[str],
 def signals_passed_on() -> Iterator[None]:
     """While the ranks run, a signal to this process goes on to every process it started
     (torchrun's workers), where each rank's handler acts on it
-    (:class:`~tuneyard.core.runner.StopRequest`): Ctrl-C (SIGINT) as Ctrl-C, so a second one
+    (:class:`~tuneyard.core.run.lifecycle.StopRequest`): Ctrl-C (SIGINT) as Ctrl-C, so a second one
     aborts; SIGTERM and SIGHUP (the terminal closed, an SSH connection lost) as SIGTERM: a
     checkpoint, then ``stopped``. A launcher killed with SIGKILL cannot pass anything on:
     its ranks train on, and ``tuneyard stop RUN`` stops them."""

@@ -46,7 +46,7 @@ def compose(spec: RunSpec, plugins: Plugins) -> Composition:
     Raises:
         PluginError: an unknown component name (lists the valid ones, suggests the closest).
         SpecError: invalid component options (``strategy.options.r``), a dataset format the
-            strategy cannot train on, a task the model provider cannot build or an evaluator
+            strategy cannot train on (or whose task it does not train), a task the model provider cannot build or an evaluator
             cannot judge, ``training.packing`` on a run it does not apply to, or a precision
             the device does not support.
     """
@@ -75,6 +75,11 @@ def compose(spec: RunSpec, plugins: Plugins) -> Composition:
             f"trains on format {' or '.join(strategy.formats)}, not '{spec.dataset.format}'"
         )
     task = strategy.task or FORMAT_TASKS[spec.dataset.format]
+    if strategy.tasks is not None and task not in strategy.tasks:
+        raise SpecError(
+            f"{origin.where('dataset.format')}: dataset.format: strategy '{strategy.name}' "
+            f"trains {' or '.join(strategy.tasks)} models, and format '{spec.dataset.format}' "
+            f"is for a {task} model")
     check_task(spec, task, provider, strategy, evaluators)
     device = check_device(spec)
     return Composition(spec, src, provider, strategy, evaluators, plugin_of, device, task)
@@ -153,13 +158,13 @@ def create_run(spec: RunSpec, registry: Registry) -> tuple[str, Path]:
 
 
 def launch_detached(run_id: str, registry: Registry, out: Path, resume: bool = False) -> int:
-    """Start ``python -m tuneyard.core.runner RUN_ID [--resume]`` in a new session (so closing
+    """Start ``python -m tuneyard.core.run RUN_ID [--resume]`` in a new session (so closing
     the terminal or the TUI does not stop it). The run logs to ``<out>/run.log``; its stdout
     and stderr (warnings, tracebacks) go to ``<out>/console.log``. Returns the process id."""
     make_dir(out)
     with open(out / "console.log", "ab") as console:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tuneyard.core.runner", run_id,
+            [sys.executable, "-m", "tuneyard.core.run", run_id,
              "--registry", str(registry.path.resolve()), *(["--resume"] if resume else [])],
             stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,

@@ -25,7 +25,8 @@ from tuneyard.core.errors import TuneyardError
 from tuneyard.core.paths import make_dir
 from tuneyard.core.plugins import get_plugins
 from tuneyard.core.registry import Registry
-from tuneyard.core.runner import LogProgress, Progress, quiet_libraries, trained_model
+from tuneyard.core.run.model import trained_model
+from tuneyard.core.run.progress import LogProgress, Progress, quiet_libraries
 from tuneyard.core.spec import RunSpec
 
 
@@ -123,7 +124,7 @@ def saved_kind(registry: Registry, run: dict[str, Any], final: Path) -> str:
 
 
 def merge_adapter(run: dict[str, Any], final: Path, out: Path, progress: Progress) -> str:
-    """Load the run's trained model (:func:`~tuneyard.core.runner.trained_model`: base model
+    """Load the run's trained model (:func:`~tuneyard.core.run.model.trained_model`: base model
     from its model provider in float32, then the adapter in ``final`` through its strategy's
     ``load_checkpoint``), merge it with peft's ``merge_and_unload(safe_merge=True)`` (which
     refuses merged weights holding NaN) and save the model (safetensors) and the tokenizer

@@ -137,14 +137,18 @@ def on_step_end(run_id: str, step: int, metrics: dict[str, float]) -> None:
 
     Runs in the run process, after every ``training.logging_steps`` optimizer steps (as the
     Trainer logs: with ``max_steps`` not a multiple of ``logging_steps`` the last steps are not
-    reported).
+    reported), once the step's metrics are in the registry's ``metrics`` table. Steps are
+    written in batches every 0.25 s (and before each checkpoint and at the end), so the hook
+    may run up to that long after its step, for several steps in a row, in order.
 
     Args:
         run_id: the run's id.
         step: optimizer steps done so far (1-based).
-        metrics: name → value: ``loss`` (mean token cross-entropy in nats, averaged over the
-            steps since the last report), ``learning_rate`` (the rate the step used),
-            ``grad_norm``, ``tokens_per_s`` (non-padding tokens per second), ``epoch``.
+        metrics: name → value, as recorded: ``loss`` (the strategy's training loss, e.g. the
+            mean token cross-entropy in nats, averaged over the steps since the last report),
+            ``learning_rate`` (the rate the step used), ``grad_norm``, ``tokens_per_s``
+            (non-padding tokens per second), ``epoch``, and the strategy's own metrics
+            (:attr:`TrainingStrategy.metrics`, e.g. DPO's ``rewards/accuracies``).
 
     Returns:
         Nothing.

@@ -155,7 +155,7 @@ class Plugins:
             if plugins_dir is not None:
                 self.load_directory(Path(plugins_dir), only)
             self.collect_components()
-            self.collect_commands(_core_commands())
+            self.collect_commands()
         third_party = {_canonical(n) for i in self.infos.values() if i.source != "builtin"
                        for n in (i.name, i.package) if n}
         for name in sorted(set(only or ()) - third_party):
@@ -277,15 +277,19 @@ class Plugins:
                 info.components.append(f"{kind}:{cls.name}")
         self._skip_failed()
 
-    def collect_commands(self, core: dict[str, Any]) -> None:
-        """Run every ``register_commands`` against a copy of the command group holding the
-        ``core`` commands; keep what the plugins added in :attr:`commands` (the CLI adds them
-        to its group). A plugin that raises or replaces a command is skipped whole, in every
-        process, and the commands it added go."""
+    def collect_commands(self, core: dict[str, Any] | None = None) -> None:
+        """Run every ``register_commands`` against a copy of a command group holding the
+        ``core`` commands (none by default: tuneyard's own come from its built-in plugin
+        ``commands``, :mod:`tuneyard.core.cli`), the built-in plugins' first; keep what the
+        plugins added in :attr:`commands` (the CLI adds them to its group). A plugin that
+        raises or replaces a command is skipped whole, in every process, and the commands it
+        added go."""
         import click
 
+        core = core or {}
         group = click.Group("tuneyard", commands=dict(core))
-        for impl in getattr(self.pm.hook, "register_commands").get_hookimpls():
+        impls = getattr(self.pm.hook, "register_commands").get_hookimpls()
+        for impl in sorted(impls, key=lambda i: self.infos[i.plugin_name].source != "builtin"):
             before = dict(group.commands)
             self._call(impl, "register_commands", {"cli": group}, registration=True)
             info = self.infos[impl.plugin_name]
@@ -394,14 +398,6 @@ class Plugins:
                      for impl in getattr(self.pm.hook, hook).get_hookimpls()}
         monitors = {c.plugin for c in self.components["device-monitor"].values()}
         return sorted(set(component_plugins) | lifecycle | monitors)
-
-
-def _core_commands() -> dict[str, Any]:
-    """tuneyard's own CLI commands, before any plugin's (imported here: the CLI imports this
-    module)."""
-    from tuneyard.core.cli import CORE_COMMANDS
-
-    return CORE_COMMANDS
 
 
 def _canonical(name: str) -> str:

@@ -130,12 +130,12 @@ def qa_jsonl(tmp_path) -> Path:
 
 @pytest.fixture(autouse=True)
 def write_every_step(monkeypatch):
-    """In-process runs write each logged step to the registry at once (``runner.FLUSH_S = 0``,
+    """In-process runs write each logged step to the registry at once (``train.FLUSH_S = 0``,
     0.25 s in use), so a test that asks for a stop through the registry at step N sees the run
     checkpoint at step N + 1. ``test_stop_resume.py`` tests the batching itself."""
-    from tuneyard.core import runner
+    from tuneyard.core.run import train
 
-    monkeypatch.setattr(runner, "FLUSH_S", 0.0)
+    monkeypatch.setattr(train, "FLUSH_S", 0.0)
 
 
 @pytest.fixture

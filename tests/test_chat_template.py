@@ -20,7 +20,7 @@ from tuneyard.core.models import (CHATML_TOKENS, added_token_ids, load_pretraine
                                   set_chat_template)
 from tuneyard.core.plugins import ComponentInfo, get_plugins
 from tuneyard.core.registry import Registry
-from tuneyard.core.runner import execute
+from tuneyard.core.run.pipeline import execute
 from tuneyard.core.spec import load_spec
 from tuneyard.plugins.strategies.lora import LoRA
 

@@ -25,14 +25,15 @@ WRITERS = 3
 
 #: A run process without the training: the runner's own ``RegistryCallback`` driven in a tight
 #: loop, as the Trainer calls it each step (``on_step_end``, then ``on_log`` with the five
-#: metrics a run logs), so its writes are batched as in a run (``runner.FLUSH_S``) and it
+#: metrics a run logs), so its writes are batched as in a run (``train.FLUSH_S``) and it
 #: reads the stop request with each write. Prints what it logged and the per-step time.
 WRITER = textwrap.dedent("""
     import json, os, sys, time
     from types import SimpleNamespace
     from tuneyard.core.plugins import Plugins
     from tuneyard.core.registry import Registry, now
-    from tuneyard.core.runner import RegistryCallback, StopRequest
+    from tuneyard.core.run.lifecycle import StopRequest
+    from tuneyard.core.run.train import RegistryCallback
 
     class Quiet:
         def phase(self, text): pass

@@ -25,7 +25,8 @@ from tuneyard.core.engine import create_run, launch_detached
 from tuneyard.core.errors import CheckpointError
 from tuneyard.core.hookspecs import hookimpl
 from tuneyard.core.registry import Registry
-from tuneyard.core.runner import execute, resume_point
+from tuneyard.core.run.checkpoints import resume_point
+from tuneyard.core.run.pipeline import execute
 from tuneyard.core.spec import load_spec
 
 #: A plugin for the run process: 0.1 s a step, and a 1 s pause in the middle of each

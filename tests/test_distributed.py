@@ -22,7 +22,7 @@ from tuneyard.core.cli import cli
 from tuneyard.core.distributed import Launch, root_cause
 from tuneyard.core.engine import create_run
 from tuneyard.core.registry import Registry
-from tuneyard.core.runner import execute
+from tuneyard.core.run.pipeline import execute
 from tuneyard.core.spec import load_spec
 
 TRAINING = {"strategy": {"name": "full"}, "training.max_steps": 6,
@@ -102,7 +102,7 @@ from tuneyard.core.hookspecs import hookimpl
 @hookimpl
 def on_step_end(run_id, step, metrics):
     marker = Path(os.environ["STOP_MARKER"])
-    if step == 2 and not marker.exists():  # rank 0 alone is signalled; rank 1 must follow
+    if step == 1 and not marker.exists():  # rank 0 alone is signalled; rank 1 must follow
         marker.write_text(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGTERM)
 '''
@@ -121,8 +121,12 @@ def test_a_stop_reaches_every_rank_and_resume_on_two_processes_is_exact(
     registry = Registry(tmp_path / "r.db")
     [run] = registry.list_runs()
     assert run["status"] == "stopped"
-    assert [c["step"] for c in registry.checkpoints(run["id"])] == [3]
-    checkpoint = Path(run["output_dir"]) / "checkpoints" / "checkpoint-3"
+    # the hook fires once step 1 is written (within FLUSH_S), the ranks stop at the next step
+    stopped_at = run["step"]
+    assert 2 <= stopped_at < 6
+    saved = [c["step"] for c in registry.checkpoints(run["id"])]  # save_steps 3, and the stop
+    assert saved == sorted({*([3] if stopped_at > 3 else []), stopped_at})
+    checkpoint = Path(run["output_dir"]) / "checkpoints" / f"checkpoint-{stopped_at}"
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in checkpoint.iterdir()}
 
     result = CliRunner().invoke(cli, [*base, "resume", run["id"], "--nproc-per-node", "2"])
@@ -230,11 +234,11 @@ def test_torchrun_command_lines():
     worker = ["RUN", "--device", "cpu"]
     assert Launch(2).torchrun_args(worker) == [
         "--nproc-per-node", "2", "--max-restarts", "0", "--standalone",
-        "-m", "tuneyard.core.runner", "RUN", "--device", "cpu"]
+        "-m", "tuneyard.core.run", "RUN", "--device", "cpu"]
     assert Launch(8, 2, 1, "node0:29500").torchrun_args(worker) == [
         "--nproc-per-node", "8", "--max-restarts", "0", "--nnodes", "2", "--node-rank", "1",
         "--rdzv-backend", "c10d", "--rdzv-endpoint", "node0:29500",
-        "-m", "tuneyard.core.runner", "RUN", "--device", "cpu"]
+        "-m", "tuneyard.core.run", "RUN", "--device", "cpu"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -132,6 +132,67 @@ def test_tui_never_imports_training_libraries():
     assert violations(["tui"], ["torch", "transformers", "peft", "datasets", "accelerate"]) == []
 
 
+def core_import_graph() -> dict[str, set[str]]:
+    """Module → the ``tuneyard.core`` modules it imports, anywhere in the file (lazy imports
+    inside functions too: a circle of lazy imports is still a circle)."""
+    modules = {}
+    for path in sorted((ROOT / "core").rglob("*.py")):
+        name = package_of(path) + ("" if path.stem == "__init__" else f".{path.stem}")
+        modules[name] = imported_modules(path, package_of(path))
+    return {name: {m for m in imports if m in modules and m != name}
+            for name, imports in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle of ``graph``, once each (Tarjan's strongly connected components
+    of more than one module, sorted)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def test_cycles_finds_a_lazy_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_core_has_no_import_circle():
+    graph = core_import_graph()
+    assert "tuneyard.core.cli" not in graph["tuneyard.core.plugins"]  # the CLI is a plugin
+    assert cycles(graph) == []
+
+
+def test_no_module_of_the_run_package_is_over_400_lines():
+    lengths = {p.name: len(p.read_text().splitlines()) for p in (ROOT / "core/run").glob("*.py")}
+    assert {"pipeline.py", "data.py", "model.py", "train.py", "evaluate.py", "checkpoints.py",
+            "lifecycle.py", "__main__.py"} <= set(lengths)
+    assert {name: n for name, n in lengths.items() if n > 400} == {}
+
+
 # -- a light CLI ---------------------------------------------------------------------------
 HELP = """
 import json, sys

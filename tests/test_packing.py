@@ -32,7 +32,8 @@ from tuneyard.core.formats import (IGNORE_INDEX, PadCollator, best_fit_bins, pac
                                    to_examples, tokenize)
 from tuneyard.core.plugins import get_plugins
 from tuneyard.core.registry import Registry
-from tuneyard.core.runner import LogProgress, load_rows, prepare_data
+from tuneyard.core.run.data import load_rows, prepare_data
+from tuneyard.core.run.progress import LogProgress
 from tuneyard.core.spec import load_spec
 
 ROWS = [{"instruction": "define cat", "output": "a small animal"},
@@ -257,7 +258,8 @@ def test_perplexity_of_a_block_on_the_model_the_runner_loads_keeps_documents_apa
     from tuneyard.core.engine import compose
     from tuneyard.core.formats import PadCollator
     from tuneyard.core.plugins import get_plugins
-    from tuneyard.core.runner import LogProgress, load_model
+    from tuneyard.core.run.model import load_model
+    from tuneyard.core.run.progress import LogProgress
     from tuneyard.core.spec import load_spec
     from tuneyard.plugins.evaluators.perplexity import Perplexity
 

@@ -17,7 +17,7 @@ from tuneyard.core.components import EvalResult, Evaluator
 from tuneyard.core.errors import PluginFailed, TuneyardError
 from tuneyard.core.plugins import get_plugins, pip_argv
 from tuneyard.core.registry import Registry
-from tuneyard.core.runner import checked_result
+from tuneyard.core.run.evaluate import checked_result
 
 BOOM = "raise RuntimeError('kaboom at import')\n"
 

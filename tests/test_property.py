@@ -22,7 +22,7 @@ from tuneyard.core.errors import PluginFailed, TuneyardError
 from tuneyard.core.formats import FIELDS, FORMAT_TASKS
 from tuneyard.core.plugins import get_plugins
 from tuneyard.core.registry import Registry
-from tuneyard.core.runner import execute
+from tuneyard.core.run.pipeline import execute
 from tuneyard.core.spec import load_spec
 
 #: the formats that train the tiny causal LM

@@ -15,7 +15,8 @@ import pytest
 
 from tuneyard.core.engine import create_run
 from tuneyard.core.registry import Registry
-from tuneyard.core.runner import evaluate_run, execute
+from tuneyard.core.run.evaluate import evaluate_run
+from tuneyard.core.run.pipeline import execute
 from tuneyard.core.spec import load_spec
 
 MAX_STEPS, STOP_AT = 8, 2

@@ -21,7 +21,7 @@ from tuneyard.core import plugins as core_plugins
 from tuneyard.core.cli import cli
 from tuneyard.core.engine import create_run
 from tuneyard.core.registry import Registry
-from tuneyard.core.runner import execute
+from tuneyard.core.run.pipeline import execute
 from tuneyard.core.spec import load_spec
 
 

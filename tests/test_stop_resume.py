@@ -19,12 +19,12 @@ import pytest
 from click.testing import CliRunner
 
 from tuneyard.core.cli import cli
-from tuneyard.core import runner
+from tuneyard.core.run import lifecycle, train
 from tuneyard.core.components import DeviceMonitor, DeviceSample, EvalResult, Evaluator
 from tuneyard.core.hookspecs import hookimpl
 from tuneyard.core.plugins import ComponentInfo, get_plugins
 from tuneyard.core.registry import Registry
-from tuneyard.core.runner import execute
+from tuneyard.core.run.pipeline import execute
 from tuneyard.core.spec import load_spec
 from tuneyard.core.engine import create_run
 from tuneyard.core.errors import DataChanged
@@ -176,7 +176,7 @@ def sleepy(monkeypatch):
     monkeypatch.setitem(get_plugins().components["evaluator"], "sleepy",
                         ComponentInfo(Sleepy, "sleepy-plugin"))
     monkeypatch.setattr(Sleepy, "calls", 0)
-    monkeypatch.setattr(runner, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(lifecycle, "HEARTBEAT_S", 0.05)
     return Sleepy
 
 
@@ -275,7 +275,7 @@ def test_a_second_ctrl_c_aborts_without_a_checkpoint(registry_path, qa_jsonl, ma
 
 def test_tuneyard_stop_checkpoints_a_detached_run_which_exits_0(registry_path, qa_jsonl,
                                                                make_spec, tmp_path):
-    """The run is its own process (``python -m tuneyard.core.runner``), slowed to 0.2 s a step
+    """The run is its own process (``python -m tuneyard.core.run``), slowed to 0.2 s a step
     by a plugin; ``tuneyard stop`` from another process: checkpoint, ``stopped``, exit 0."""
     plugins_dir = tmp_path / "plugins"
     plugins_dir.mkdir()
@@ -285,7 +285,7 @@ def test_tuneyard_stop_checkpoints_a_detached_run_which_exits_0(registry_path, q
     registry = Registry(registry_path)
     run_id = new_run(registry, make_spec(qa_jsonl, **{"training.max_steps": 200}))
     env = {**os.environ, "TUNEYARD_PLUGINS_DIR": str(plugins_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "tuneyard.core.runner", run_id,
+    proc = subprocess.Popen([sys.executable, "-m", "tuneyard.core.run", run_id,
                              "--registry", str(registry_path)], env=env)
     try:
         deadline = time.monotonic() + 120
@@ -342,30 +342,46 @@ def test_heartbeat_advances_while_the_run_loads_and_evaluates(registry_path, qa_
 
 def test_logged_steps_are_written_in_batches_and_none_is_lost(registry_path, qa_jsonl,
                                                               make_spec, plugin, monkeypatch):
-    """Steps of at least 0.05 s, written every ``FLUSH_S`` (1 s here; 0.25 s in use): at most
-    one transaction per ``FLUSH_S`` of training (plus the checkpoint's and the end's), several
-    steps in one, every step's five metrics recorded with its own time, and a stop request
-    through the registry ends the run within a flush. Bounds are in time, not steps, so a busy
-    machine cannot break them."""
-    monkeypatch.setattr(runner, "FLUSH_S", 1.0)
+    """Steps of at least 0.05 s (a slow collator), written every ``FLUSH_S`` (1 s here; 0.25 s
+    in use): at most one transaction per ``FLUSH_S`` of training (plus the checkpoint's and
+    the end's), several steps in one, every step's five metrics recorded with its own time;
+    ``on_step_end`` of a step finds its rows written, and a stop request it makes through the
+    registry ends the run within a flush. Bounds are in time, not steps, so a busy machine
+    cannot break them."""
+    from tuneyard.core.formats import PadCollator
+
+    monkeypatch.setattr(train, "FLUSH_S", 1.0)
+    pad = PadCollator.__call__
+    monkeypatch.setattr(PadCollator, "__call__", lambda self, rows: (time.sleep(0.05),
+                                                                    pad(self, rows))[1])
     registry = Registry(registry_path)
     writes = []
     add_steps = Registry.add_steps
     monkeypatch.setattr(Registry, "add_steps", lambda self, run_id, steps: (
         writes.append(len(steps)), add_steps(self, run_id, steps))[1])
     run_id = new_run(registry, make_spec(qa_jsonl, **{"training.max_steps": 200}))
+    seen = {}
+
+    @hookimpl
+    def on_step_end(run_id, step, metrics):
+        seen[step] = ({r["name"]: r["value"] for r in registry.db.query(
+            "SELECT name, value FROM metrics WHERE run_id = ? AND step = ?", [run_id, step])},
+            metrics)
+
     plugin(StopAt(3, lambda rid: registry.request_stop(rid)), "stop-at-3")
-    plugin(types.SimpleNamespace(on_step_end=hookimpl(lambda step: time.sleep(0.05))), "slow")
+    plugin(types.SimpleNamespace(on_step_end=on_step_end), "reads-the-registry")
     assert execute(registry, run_id) == "stopped"
     stopped_at = registry.get_run(run_id)["step"]
     rows = registry.db.execute("SELECT step, count(*), count(DISTINCT at), min(at) FROM metrics"
                                " WHERE run_id = ? GROUP BY step", [run_id]).fetchall()
     assert [r[:3] for r in rows] == [(s, 5, 1) for s in range(1, stopped_at + 1)]
+    assert sorted(seen) == list(range(1, stopped_at + 1))
+    assert all(in_registry == metrics for in_registry, metrics in seen.values())
     times = [datetime.fromisoformat(r[3]).timestamp() for r in rows]
     assert times == sorted(times) and len(set(times)) == stopped_at  # stamped per step
     assert sum(writes) == stopped_at and max(writes) > 1
-    assert len([w for w in writes if w]) <= (times[-1] - times[0]) / runner.FLUSH_S + 2
-    assert 3 < stopped_at and times[-1] - times[2] < 2 * runner.FLUSH_S + 1.0
+    assert len([w for w in writes if w]) <= (times[-1] - times[0]) / train.FLUSH_S + 2
+    assert 3 < stopped_at and times[-1] - times[2] < 2 * train.FLUSH_S + 1.0
 
 
 def test_a_stop_asked_for_while_the_run_is_queued_is_not_lost(registry_path, qa_jsonl,

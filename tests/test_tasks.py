@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from tuneyard.core.cli import cli, preview_text
 from tuneyard.core.registry import Registry
-from tuneyard.core.runner import split
+from tuneyard.core.run.data import split
 from tuneyard.core.spec import load_spec
 from tuneyard.plugins.models.scratch import train_bpe
 

@@ -11,7 +11,7 @@ import torch
 
 from tuneyard.core.engine import create_run
 from tuneyard.core.registry import Registry
-from tuneyard.core.runner import execute
+from tuneyard.core.run.pipeline import execute
 from tuneyard.core.spec import load_spec
 from tuneyard.plugins.models.hf import HFModel
 

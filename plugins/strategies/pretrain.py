@@ -3,6 +3,8 @@ and ``pretrain-mlm`` (masked tokens, BERT-style)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tuneyard.core.components import TrainingStrategy
 from tuneyard.core.hookspecs import hookimpl
 
@@ -42,6 +44,14 @@ class PretrainMLM(TrainingStrategy):
     task = "masked-lm"
     pack = True
     formats = ("text",)
+
+    def collator(self, tokenizer: Any, padding: Any) -> Any:
+        """transformers ``DataCollatorForLanguageModeling`` (15% of tokens chosen, of which 80%
+        become [MASK], 10% a random token, 10% stay; Devlin et al. 2019, section 3.1),
+        drawing from torch's global RNG, which the Trainer seeds and restores on resume."""
+        from transformers import DataCollatorForLanguageModeling
+
+        return DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
 
 
 @hookimpl
