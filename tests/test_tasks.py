@@ -196,6 +196,51 @@ def test_pretrain_mlm_lowers_the_pseudo_perplexity(tmp_path, data_dir, bert_dir)
     assert 0.0 <= results[("final", "masked-lm", "masked_accuracy")] <= 1.0
 
 
+def test_a_masked_lm_step_always_has_a_masked_token(tmp_path, data_dir):
+    """One 8-token block a step: with seed 0 the 15% draw picks no token of step 3's block,
+    which once trained on nothing and logged loss 0.0 and grad_norm 0.0. Every row now gets
+    at least one masked token (as BERT's own data pipeline does), so every step learns."""
+    reg = tmp_path / "registry.db"
+    model = {"provider": "scratch", "options": {
+        "architecture": "bert", "train_tokenizer": {"vocab_size": 280},
+        "config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                   "intermediate_size": 64}}}
+    spec = write_spec(tmp_path, "text", data_dir / "mlm.txt", "text", model, "pretrain-mlm",
+                      [], max_seq_len=8, micro_batch_size=1, max_steps=6, learning_rate=1e-3)
+    done = run(reg, spec)
+    registry = Registry(reg)
+    for name in ("loss", "grad_norm"):
+        values = [v for _, v in registry.metrics(done["id"], name)]
+        assert len(values) == 6 and all(0.1 < v < 100 for v in values), (name, values)
+
+
+def test_the_mlm_collator_masks_one_token_of_a_row_the_draw_left_unmasked(wordpiece):
+    import torch
+
+    from tuneyard.plugins.strategies.pretrain import PretrainMLM
+
+    tokenizer = wordpiece(BERT_VOCAB)
+    collator = PretrainMLM(PretrainMLM.Options()).collator(tokenizer, None)
+    collator.mlm_probability = 0.0  # the 15% draw chooses nothing
+    ids = tokenizer("the cat sat on the mat")["input_ids"]  # [CLS] … [SEP]
+    torch.manual_seed(0)
+    counts = {}
+    for _ in range(200):
+        batch = collator([{"input_ids": ids}, {"input_ids": ids}])
+        for row in range(2):
+            chosen = (batch["labels"][row] != -100).nonzero().flatten().tolist()
+            assert len(chosen) == 1 and 0 < chosen[0] < len(ids) - 1  # never [CLS]/[SEP]
+            pos = chosen[0]
+            assert batch["labels"][row, pos] == ids[pos]
+            new = int(batch["input_ids"][row, pos])
+            kind = "mask" if new == tokenizer.mask_token_id else "kept" if new == ids[pos] \
+                else "random"
+            counts[kind] = counts.get(kind, 0) + 1
+            others = [i for i in range(len(ids)) if i != pos]
+            assert batch["input_ids"][row, others].tolist() == [ids[i] for i in others]
+    assert counts["mask"] > 280 and counts["random"] > 15 and counts["kept"] > 15  # 80/10/10
+
+
 def test_masked_lm_evaluations_during_training_leave_its_losses_unchanged(tmp_path, data_dir,
                                                                           bert_dir):
     """Evaluation masks the held-out text under its own seeded RNG: the training masks, so
