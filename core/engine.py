@@ -23,7 +23,7 @@ from tuneyard.core.formats import FORMAT_TASKS
 from tuneyard.core.paths import make_dir
 from tuneyard.core.plugins import Plugins
 from tuneyard.core.registry import Registry, now
-from tuneyard.core.spec import RunSpec, validate_options
+from tuneyard.core.spec import OPTIMIZER_PACKAGES, RunSpec, validate_options
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Composition:
 
     spec: RunSpec
     source: DatasetSource
+    eval_source: DatasetSource | None  # dataset.eval's source; None: held out by eval_split
     provider: ModelProvider
     strategy: TrainingStrategy
     evaluators: list[Evaluator]
@@ -47,8 +48,8 @@ def compose(spec: RunSpec, plugins: Plugins) -> Composition:
         PluginError: an unknown component name (lists the valid ones, suggests the closest).
         SpecError: invalid component options (``strategy.options.r``), a dataset format the
             strategy cannot train on (or whose task it does not train), a task the model provider cannot build or an evaluator
-            cannot judge, ``training.packing`` on a run it does not apply to, or a precision
-            the device does not support.
+            cannot judge, ``training.packing`` on a run it does not apply to, a precision
+            the device does not support, or an optimizer it cannot run.
     """
     plugin_of: dict[str, str] = {}
     origin = spec._origin
@@ -63,6 +64,9 @@ def compose(spec: RunSpec, plugins: Plugins) -> Composition:
         return info.cls(validate_options(info.cls.Options, options, prefix, origin))
 
     src = make("dataset-source", spec.dataset.source, spec.dataset.options, "dataset.source")
+    held_out = spec.dataset.eval
+    eval_src = held_out and make("dataset-source", held_out.source, held_out.options,
+                                 "dataset.eval.source")
     provider = make("model-provider", spec.model.provider, spec.model.options, "model.provider")
     strategy = make("strategy", spec.strategy.name, spec.strategy.options, "strategy.name")
     evaluators = [
@@ -82,7 +86,9 @@ def compose(spec: RunSpec, plugins: Plugins) -> Composition:
             f"is for a {task} model")
     check_task(spec, task, provider, strategy, evaluators)
     device = check_device(spec)
-    return Composition(spec, src, provider, strategy, evaluators, plugin_of, device, task)
+    check_optimizer(spec, device)
+    return Composition(spec, src, eval_src, provider, strategy, evaluators, plugin_of, device,
+                       task)
 
 
 def check_task(spec: RunSpec, task: Task, provider: ModelProvider, strategy: TrainingStrategy,
@@ -133,6 +139,27 @@ def check_device(spec: RunSpec) -> str:
         raise SpecError(f"{where('training.precision')}: training.precision: this GPU has no "
                         "bf16; use fp16 or fp32")
     return device
+
+
+def check_optimizer(spec: RunSpec, device: str) -> None:
+    """Check that ``training.optim`` can run here: the package it needs is installed
+    (:data:`~tuneyard.core.spec.OPTIMIZER_PACKAGES`), and a paged optimizer (bitsandbytes
+    pages its state between GPU and CPU memory) has a CUDA device.
+
+    Raises:
+        SpecError: naming ``training.optim`` and what to install or change.
+    """
+    import importlib.util
+
+    optim, where = spec.training.optim, spec._origin.where("training.optim")
+    package = OPTIMIZER_PACKAGES.get(optim)
+    if package and importlib.util.find_spec(package) is None:
+        raise SpecError(f"{where}: training.optim: {optim} needs the package {package}, which "
+                        f"is not installed (pip install {package}); or leave optim out for "
+                        "AdamW")
+    if optim and optim.startswith("paged_") and device != "cuda":
+        raise SpecError(f"{where}: training.optim: {optim} pages optimizer state out of GPU "
+                        f"memory and needs a CUDA GPU; this run's device is {device}")
 
 
 def create_run(spec: RunSpec, registry: Registry) -> tuple[str, Path]:

@@ -15,11 +15,29 @@ from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
-                      field_validator, model_validator)
+                      field_validator, model_serializer, model_validator)
 
 from tuneyard.core.errors import SpecError
 from tuneyard.core.formats import FIELDS, FORMAT_TASKS
 
+
+#: ``training.optim``: the optimizers of transformers' ``OptimizerNames`` (5.x) that take no
+#: other argument than TrainingArguments' usual ones (no GaLore/APOLLO target modules) and run
+#: on any CUDA or CPU machine (no XLA, NPU or Apex); :data:`OPTIMIZER_PACKAGES` lists what the
+#: others need installed.
+OPTIMIZERS = (
+    "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop",
+    "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_32bit", "paged_adamw_8bit", "lion_32bit",
+    "lion_8bit", "paged_lion_32bit", "paged_lion_8bit", "ademamix", "ademamix_8bit",
+    "paged_ademamix_32bit", "paged_ademamix_8bit", "rmsprop_bnb", "rmsprop_bnb_8bit",
+    "rmsprop_bnb_32bit", "adamw_torch_4bit", "adamw_torch_8bit", "schedule_free_adamw",
+    "schedule_free_radam", "schedule_free_sgd",
+)
+
+#: ``training.optim`` → the package it needs (its import name too), when not torch's own
+OPTIMIZER_PACKAGES = {name: "torchao" if name.startswith("adamw_torch_")
+                      else "schedulefree" if name.startswith("schedule_free")
+                      else "bitsandbytes" for name in OPTIMIZERS[6:]}
 
 #: a run name: ASCII letters, digits, ``.``, ``_``, ``-``; not starting with ``.``, no ``..``
 SAFE_NAME = re.compile(r"(?!\.)(?!.*\.\.)[A-Za-z0-9._-]+")
@@ -27,6 +45,15 @@ SAFE_NAME = re.compile(r"(?!\.)(?!.*\.\.)[A-Za-z0-9._-]+")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class EvalDatasetSpec(_Strict):
+    """``dataset.eval:`` — a held-out set from a source of its own, instead of a share of the
+    training rows (``dataset.eval_split``). Its rows are read in the same ``format``, with the
+    same ``columns`` and ``chat_template``."""
+
+    source: str
+    options: dict[str, Any] = {}
 
 
 class DatasetSpec(_Strict):
@@ -44,7 +71,12 @@ class DatasetSpec(_Strict):
         {}, description="format field → dataset column, e.g. {output: gloss}"
     )
     eval_split: float = Field(
-        0.05, gt=0, lt=1, description="fraction of rows held out for evaluation"
+        0.05, gt=0, lt=1, description="fraction of rows held out for evaluation (without "
+        "dataset.eval)"
+    )
+    eval: EvalDatasetSpec | None = Field(
+        None, description="a held-out set of its own, {source, options}: every row of "
+        "dataset.source trains, and these rows are the held-out set (instead of eval_split)",
     )
     chat_template: str | None = Field(
         None, description="chat template for formats chat, sharegpt and instruction, replacing "
@@ -62,6 +94,15 @@ class DatasetSpec(_Strict):
                              "(one with {{ ... }} or {% ... %})")
         return template  # its syntax is checked when the run sets it (set_chat_template)
 
+    @model_serializer(mode="wrap")
+    def _no_split_with_eval(self, handler: Any) -> dict[str, Any]:
+        # eval_split means nothing beside a held-out set of its own: a stored spec leaves it
+        # out, so it validates again (eval_split and eval given together are refused)
+        data = handler(self)
+        if self.eval is not None:
+            data.pop("eval_split", None)
+        return data
+
     @model_validator(mode="after")
     def _columns_fit_format(self) -> DatasetSpec:
         for name in self.columns:
@@ -70,7 +111,10 @@ class DatasetSpec(_Strict):
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise ValueError(f"columns.{name}: not a field of format '{self.format}'{hint} "
                                  f"(valid: {', '.join(FIELDS[self.format])})")
-        chats = ("chat", "sharegpt", "instruction")  # formats rendered with a chat template
+        if self.eval is not None and "eval_split" in self.model_fields_set:
+            raise ValueError("eval: give either eval_split (a share of the rows held out) or "
+                             "eval (a held-out set of its own), not both")
+        chats = ("chat", "sharegpt", "instruction", "preference")  # rendered with a template
         if self.chat_template is not None and self.format not in chats:
             raise ValueError(f"chat_template: format '{self.format}' renders no chat; it is "
                              f"used by formats {', '.join(chats)}")
@@ -120,6 +164,12 @@ class TrainingSpec(_Strict):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
+    optim: Literal[OPTIMIZERS] | None = Field(  # type: ignore[valid-type]
+        None, description="optimizer, named as transformers' TrainingArguments.optim; None = "
+        "adamw_torch_fused on CUDA, adamw_torch on CPU. The 8-bit, paged, lion, ademamix and "
+        "*_bnb ones need bitsandbytes (paged ones a CUDA GPU too), adamw_torch_4bit/8bit "
+        "torchao, schedule_free_* schedulefree",
+    )
     max_seq_len: int = Field(512, gt=1, description="tokens; longer rows are truncated; the "
                              "block length of a packing strategy and the row length of "
                              "training.packing")

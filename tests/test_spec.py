@@ -42,7 +42,7 @@ evaluators:
 TRAINING_KEYS = (
     "(valid: max_steps, micro_batch_size, gradient_accumulation_s"
     "teps, learning_rate, lr_scheduler, warmup_steps, weight_deca"
-    "y, max_grad_norm, max_seq_len, packing, seed, precision, device, logg"
+    "y, max_grad_norm, optim, max_seq_len, packing, seed, precision, device, logg"
     "ing_steps, save_steps, eval_batch_size, eval_steps, telemetry_interval_s, "
     "gradient_checkpointing, torch_compile, fsdp, fsdp_config)")
 

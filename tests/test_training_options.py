@@ -58,3 +58,60 @@ def test_on_cuda_bf16_autocast_and_fused_adamw(tmp_path, make_spec, qa_jsonl):
     assert args.bf16 and args.optim == "adamw_torch_fused"
     losses = [v for _, v in registry.metrics(r["id"], "loss")]
     assert len(losses) == 4 and losses[-1] < losses[0]
+
+
+def test_training_optim_picks_the_trainers_optimizer(tmp_path, make_spec, qa_jsonl):
+    spec = make_spec(qa_jsonl, **{"strategy": {"name": "full"}, "training.max_steps": 4,
+                                  "training.save_steps": 2, "training.optim": "sgd",
+                                  "training.learning_rate": 0.5, "evaluators": []})
+    registry, r = run(tmp_path, spec, "sgd")
+    checkpoint = Path(r["output_dir"]) / "checkpoints" / "checkpoint-2"
+    assert torch.load(checkpoint / "training_args.bin", weights_only=False).optim == "sgd"
+    group = torch.load(checkpoint / "optimizer.pt", weights_only=True)["param_groups"][0]
+    assert "momentum" in group and "betas" not in group  # torch.optim.SGD's, not AdamW's
+    losses = [v for _, v in registry.metrics(r["id"], "loss")]
+    assert losses[-1] < losses[0]
+
+
+def test_an_unknown_or_unavailable_optimizer_is_refused_before_anything_loads(
+        tmp_path, make_spec, qa_jsonl, monkeypatch):
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from tuneyard.core.cli import cli
+
+    spec = make_spec(qa_jsonl)
+    reg = tmp_path / "registry.db"
+
+    def refused(optim: str) -> str:
+        result = CliRunner().invoke(cli, ["--registry", str(reg), "run", str(spec), "--set",
+                                          f"training.optim={optim}"])
+        assert result.exit_code == 2 and not reg.exists(), result.output
+        return " ".join(result.output.split())
+
+    assert refused("adamw").startswith(
+        "Error: --set training.optim=adamw: training.optim: Input should be 'adamw_torch', "
+        "'adamw_torch_fused', 'adafactor', 'sgd',")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None
+                        if name == "bitsandbytes" else find_spec(name, *a))
+    assert refused("adamw_8bit") == (
+        "Error: --set training.optim=adamw_8bit: training.optim: adamw_8bit needs the package "
+        "bitsandbytes, which is not installed (pip install bitsandbytes); or leave optim out "
+        "for AdamW")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object()
+                        if name == "bitsandbytes" else find_spec(name, *a))
+    assert refused("paged_adamw_8bit") == (
+        "Error: --set training.optim=paged_adamw_8bit: training.optim: paged_adamw_8bit pages "
+        "optimizer state out of GPU memory and needs a CUDA GPU; this run's device is cpu")
+
+
+def test_every_optimizer_offered_is_one_transformers_knows():
+    from transformers.training_args import OptimizerNames
+
+    from tuneyard.core.spec import OPTIMIZER_PACKAGES, OPTIMIZERS
+
+    assert set(OPTIMIZERS) <= {o.value for o in OptimizerNames}
+    assert set(OPTIMIZER_PACKAGES) == set(OPTIMIZERS) - {
+        "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop"}

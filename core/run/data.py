@@ -57,33 +57,44 @@ class Data:
     label_names: list[str] | None
 
 
-def load_rows(comp: Composition, progress: Progress) -> Any:
-    """Load the dataset source's rows and check the format's columns (before any model loads).
+@dataclass
+class Rows:
+    """The rows of a run: ``rows`` from ``dataset.source``, and ``held_out`` from
+    ``dataset.eval`` (``None``: the held-out rows are a share of ``rows``, ``eval_split``)."""
 
-    Raises:
-        DataError: fewer than 2 rows, or a column the format needs is missing or empty in
-            every row.
-    """
-    spec = comp.spec
-    progress.phase(f"loading dataset ({spec.dataset.source})")
-    try:
-        rows = guarded(comp.source, comp.plugin_of, "load data", comp.source.load)
-    except DataError as exc:
-        raise DataError(f"{component_label(comp.source, comp.plugin_of)}: {exc}") from exc
-    if not hasattr(rows, "column_names"):
-        raise component_failed(comp.source, comp.plugin_of,
-                               f"load() returned {type(rows).__name__}, not a "
-                               "datasets.Dataset")
-    if len(rows) < 2:
-        raise DataError(f"dataset: source '{spec.dataset.source}' gave {len(rows)} row"
-                        f"{'' if len(rows) == 1 else 's'}; "
-                        "need at least 2 (one to train, one to evaluate)")
-    resolve_columns(spec.dataset.format, rows, spec.dataset.columns)
-    n_eval = eval_size(len(rows), spec)
-    if n_eval >= len(rows):
-        raise DataError(f"dataset.eval_split: {spec.dataset.eval_split} holds out {n_eval} of "
-                        f"{len(rows)} rows and leaves none to train on")
-    return rows
+    rows: Any
+    held_out: Any = None
+
+    def split(self, spec: RunSpec) -> tuple[list[int], list[int]]:
+        """Indices of the held-out rows and of the training rows: a seeded share of ``rows``
+        (:func:`split`), or a seeded sample of at most ``eval_limit`` rows of ``held_out``
+        and every row of ``rows``."""
+        if self.held_out is None:
+            return split(len(self.rows), spec)
+        order = list(range(len(self.held_out)))
+        random.Random(spec.training.seed).shuffle(order)
+        return order[:spec.dataset.eval_limit or len(order)], list(range(len(self.rows)))
+
+    def examples(self, spec: RunSpec, tokenizer: Any) -> tuple[list[Example], list[Example]]:
+        """The held-out and the training examples, rendered in ``dataset.format``
+        (:func:`~tuneyard.core.formats.to_examples`; errors name the row of its source).
+
+        Raises:
+            DataError: a row the format cannot render; ``dataset.eval``'s named so.
+        """
+        fmt, columns = spec.dataset.format, spec.dataset.columns
+        examples = to_examples(self.rows, fmt, columns, tokenizer)
+        held, kept = self.split(spec)
+        if self.held_out is None:
+            return [examples[i] for i in held], [examples[i] for i in kept]
+        try:
+            held_out = to_examples(self.held_out, fmt, columns, tokenizer)
+        except DataError as exc:
+            raise DataError(f"dataset.eval: {exc}") from None
+        return [held_out[i] for i in held], examples
+
+    def __len__(self) -> int:
+        return len(self.rows) + (len(self.held_out) if self.held_out is not None else 0)
 
 
 def eval_size(n_rows: int, spec: RunSpec) -> int:
@@ -102,7 +113,62 @@ def split(n_rows: int, spec: RunSpec) -> tuple[list[int], list[int]]:
     return order[:n_eval], order[n_eval:]
 
 
-def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
+def load_rows(comp: Composition, progress: Progress) -> Rows:
+    """Load the dataset source's rows (and ``dataset.eval``'s) and check the format's columns
+    in each (before any model loads).
+
+    Raises:
+        DataError: fewer than 2 rows (without ``dataset.eval``; with it, no row in either),
+            ``eval_split`` holding out every row, or a column the format needs is missing or
+            empty in every row; ``dataset.eval``'s errors start with ``dataset.eval:``.
+        PluginFailed: a source raised or returned no ``datasets.Dataset``.
+    """
+    spec = comp.spec
+    rows = source_rows(comp, comp.source, progress)
+    if comp.eval_source is None:
+        if len(rows) < 2:
+            raise DataError(f"dataset: source '{spec.dataset.source}' gave {len(rows)} row"
+                            f"{'' if len(rows) == 1 else 's'}; "
+                            "need at least 2 (one to train, one to evaluate)")
+        n_eval = eval_size(len(rows), spec)
+        if n_eval >= len(rows):
+            raise DataError(f"dataset.eval_split: {spec.dataset.eval_split} holds out {n_eval} "
+                            f"of {len(rows)} rows and leaves none to train on")
+        return Rows(rows)
+    try:
+        held_out = source_rows(comp, comp.eval_source, progress)
+    except DataError as exc:
+        raise DataError(f"dataset.eval: {exc}") from None
+    if not len(rows) or not len(held_out):
+        key, name = (("dataset.source", spec.dataset.source) if not len(rows)
+                     else ("dataset.eval.source", spec.dataset.eval.source))
+        raise DataError(f"{key}: source '{name}' gave no rows")
+    return Rows(rows, held_out)
+
+
+def source_rows(comp: Composition, source: Any, progress: Progress) -> Any:
+    """The rows of one dataset source, their columns checked against ``dataset.format``.
+
+    Raises:
+        DataError: a column the format needs is missing or empty, or the source's own error,
+            naming the source and its plugin; PluginFailed: ``load()`` raised or returned no
+            ``datasets.Dataset``.
+    """
+    spec = comp.spec
+    progress.phase(f"loading dataset ({source.name})")
+    try:
+        rows = guarded(source, comp.plugin_of, "load data", source.load)
+    except DataError as exc:
+        raise DataError(f"{component_label(source, comp.plugin_of)}: {exc}") from exc
+    if not hasattr(rows, "column_names"):
+        raise component_failed(source, comp.plugin_of, f"load() returned "
+                               f"{type(rows).__name__}, not a datasets.Dataset")
+    if len(rows):
+        resolve_columns(spec.dataset.format, rows, spec.dataset.columns)
+    return rows
+
+
+def prepare_data(comp: Composition, rows: Rows, tokenizer: Any) -> Data:
     """Render rows in the spec's format, split off the held-out eval set, tokenize for the run's
     task, pack the training examples into rows of ``training.max_seq_len`` tokens with
     ``training.packing`` (:func:`~tuneyard.core.formats.pack_examples`; the held-out examples
@@ -121,19 +187,16 @@ def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
             one block.
     """
     spec, strategy = comp.spec, comp.strategy
-    examples = to_examples(rows, spec.dataset.format, spec.dataset.columns, tokenizer)
-    empty = sum(not e.completion.strip() for e in examples)
-    if empty == len(examples):
+    eval_examples, train_examples = rows.examples(spec, tokenizer)
+    empty = sum(not e.completion.strip() for e in train_examples + eval_examples)
+    if empty == len(train_examples) + len(eval_examples):
         raise DataError(f"dataset: all {empty} rows have an empty answer (format "
                         f"'{spec.dataset.format}'); check the column it reads "
                         "(dataset.columns)")
     if empty:
         log.warning("%d of %d rows have an empty answer; they teach the model to stop at once",
-                    empty, len(examples))
-    held_out, kept = split(len(examples), spec)
-    train_examples = [examples[i] for i in kept]
-    eval_examples = [examples[i] for i in held_out]
-    names = label_names(examples, comp.task)
+                    empty, len(train_examples) + len(eval_examples))
+    names = label_names(train_examples + eval_examples, comp.task)
     label_ids = {name: i for i, name in enumerate(names or [])}
     max_len = spec.training.max_seq_len
     whole = None if strategy.pack else max_len  # documents are cut into blocks, not cut off
@@ -144,8 +207,8 @@ def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
                         f"in {max_len} tokens (an example keeps its whole answer and EOS and at "
                         "least one prompt token; only the prompt is cut); raise "
                         "training.max_seq_len")
-    for name, n, total in (("training", dropped, len(kept)),
-                           ("held-out", eval_dropped, len(held_out))):
+    for name, n, total in (("training", dropped, len(train_examples)),
+                           ("held-out", eval_dropped, len(eval_examples))):
         if n:
             log.warning("dropped %d of %d %s examples: their answer and EOS do not fit in "
                         "training.max_seq_len (%d tokens) next to a prompt token; raise "
@@ -174,34 +237,40 @@ def prepare_data(comp: Composition, rows: Any, tokenizer: Any) -> Data:
                         tokenizer, collator), names)
 
 
-def fingerprint(spec: RunSpec, rows: Any) -> str:
+def fingerprint(spec: RunSpec, rows: Rows) -> str:
     """16 hex digits of SHA-256 over the dataset spec, the seed and every row's values (~1 s
-    for 200k rows): datasets' own fingerprint of rows read from its cache is their path and
-    modification time, which a rewritten file may keep."""
-    digest = hashlib.sha256(json.dumps(
-        [spec.dataset.model_dump(mode="json"), spec.training.seed], sort_keys=True).encode())
-    for batch in rows.iter(batch_size=10_000):  # {column: [values]}
-        digest.update(json.dumps(batch, sort_keys=True, default=str).encode())
+    for 200k rows), ``dataset.eval``'s after the source's: datasets' own fingerprint of rows
+    read from its cache is their path and modification time, which a rewritten file may
+    keep."""
+    dataset = spec.dataset.model_dump(mode="json")
+    if dataset["eval"] is None:  # as before dataset.eval existed: older runs keep their print
+        del dataset["eval"]
+    digest = hashlib.sha256(json.dumps([dataset, spec.training.seed], sort_keys=True).encode())
+    for part in (rows.rows, rows.held_out):
+        for batch in part.iter(batch_size=10_000) if part is not None else ():  # {column: […]}
+            digest.update(json.dumps(batch, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
 
-def run_labels(comp: Composition, rows: Any) -> list[str] | None:
-    """The class names of a label task's rows (:func:`~tuneyard.core.formats.label_names`;
-    those formats need no tokenizer to render), else ``None``."""
+def run_labels(comp: Composition, rows: Rows) -> list[str] | None:
+    """The class names of a label task's rows, held-out ones included
+    (:func:`~tuneyard.core.formats.label_names`; those formats need no tokenizer to render),
+    else ``None``."""
     if comp.task not in LABEL_TASKS:
         return None
-    spec = comp.spec
-    return label_names(to_examples(rows, spec.dataset.format, spec.dataset.columns, None),
-                       comp.task)
+    fmt, columns = comp.spec.dataset.format, comp.spec.dataset.columns
+    return label_names([e for part in (rows.rows, rows.held_out) if part is not None
+                        for e in to_examples(part, fmt, columns, None)], comp.task)
 
 
-def preview_rows(comp: Composition, rows: Any, tokenizer: Any, n_rows: int) -> list[dict]:
-    """The first ``n_rows`` rows rendered in ``dataset.format`` and tokenized for the run's
-    task with ``training.max_seq_len`` as a run would (see :func:`preview_data`)."""
+def preview_rows(comp: Composition, rows: Rows, tokenizer: Any, n_rows: int) -> list[dict]:
+    """The first ``n_rows`` rows of ``dataset.source`` rendered in ``dataset.format`` and
+    tokenized for the run's task with ``training.max_seq_len`` as a run would (see
+    :func:`~tuneyard.core.run.pipeline.preview_data`)."""
     spec = comp.spec
     names = run_labels(comp, rows) or []
     label_ids = {name: i for i, name in enumerate(names)}
-    head = rows.select(range(min(n_rows, len(rows))))
+    head = rows.rows.select(range(min(n_rows, len(rows.rows))))
     shown = []
     for ex in to_examples(head, spec.dataset.format, spec.dataset.columns, tokenizer):
         tok = tokenize(ex, tokenizer, spec.training.max_seq_len, comp.task, label_ids)

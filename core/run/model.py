@@ -12,12 +12,12 @@ from tuneyard.core.engine import Composition
 from tuneyard.core.errors import TuneyardError
 from tuneyard.core.formats import to_examples
 from tuneyard.core.models import set_chat_template
-from tuneyard.core.run.data import Data, load_rows, prepare_data, run_labels, split
+from tuneyard.core.run.data import Data, Rows, load_rows, prepare_data, run_labels
 from tuneyard.core.run.guard import component_failed, guarded
 from tuneyard.core.run.progress import Progress
 
 
-def load_model(comp: Composition, rows: Any, progress: Progress) -> tuple[Any, Any]:
+def load_model(comp: Composition, rows: Rows, progress: Progress) -> tuple[Any, Any]:
     """The model provider's ``(model, tokenizer)`` for the run's task, given the label names
     of a label task and, to a provider that wants it, the training corpus."""
     import torch
@@ -30,7 +30,7 @@ def load_model(comp: Composition, rows: Any, progress: Progress) -> tuple[Any, A
         extra["labels"] = run_labels(comp, rows)
     if comp.provider.wants_corpus:
         def corpus() -> Iterator[str]:  # the training rows' text, rendered without a tokenizer
-            kept = rows.select(split(len(rows), spec)[1])
+            kept = rows.rows.select(rows.split(spec)[1])
             return (e.prompt + e.completion for e in to_examples(kept, fmt, columns, None))
 
         extra["corpus"] = corpus

@@ -210,4 +210,4 @@ def preview_data(spec: RunSpec, plugins: Plugins, n_rows: int = 5) -> dict[str, 
     rows = load_rows(comp, progress)
     _, tokenizer = load_model(comp, rows, progress)
     return {"source": spec.dataset.source, "format": spec.dataset.format, "task": comp.task,
-            "total_rows": len(rows), "rows": preview_rows(comp, rows, tokenizer, n_rows)}
+            "total_rows": len(rows.rows), "rows": preview_rows(comp, rows, tokenizer, n_rows)}

@@ -109,8 +109,9 @@ def train(comp: Composition, registry: Registry | None, run_id: str, out: Path, 
 def training_arguments(comp: Composition, folder: Path) -> Any:
     """The trainer's arguments: ``training:`` as transformers ``TrainingArguments`` keywords,
     made into the strategy's class (:meth:`TrainingStrategy.training_arguments`, e.g. TRL's
-    ``DPOConfig`` with its ``beta``). On a GPU the optimizer defaults to PyTorch's fused AdamW
-    (one kernel for all parameters; transformers ``optim="adamw_torch_fused"``)."""
+    ``DPOConfig`` with its ``beta``). The optimizer is ``training.optim``, by default PyTorch's
+    fused AdamW on a GPU (one kernel for all parameters; transformers
+    ``optim="adamw_torch_fused"``) and its plain AdamW on CPU."""
     t = comp.spec.training
     core = dict(
         output_dir=str(folder), max_steps=t.max_steps,
@@ -125,7 +126,7 @@ def training_arguments(comp: Composition, folder: Path) -> Any:
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
         eval_strategy="steps" if t.eval_steps else "no", eval_steps=t.eval_steps,
         per_device_eval_batch_size=t.eval_batch_size, prediction_loss_only=True,
-        optim="adamw_torch_fused" if comp.device == "cuda" else "adamw_torch",
+        optim=t.optim or ("adamw_torch_fused" if comp.device == "cuda" else "adamw_torch"),
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False}, torch_compile=t.torch_compile,
         fsdp=t.fsdp, fsdp_config=t.fsdp_config or None,

@@ -44,7 +44,7 @@ COMPONENTS = {
     "strategy": ("strategy", "name", "strategy"),
 }
 RUN_FIELDS = ("name", "output_dir")
-DATASET_FIELDS = ("format", "columns", "eval_split", "eval_limit", "chat_template")
+DATASET_FIELDS = ("format", "columns", "eval_split", "eval", "eval_limit", "chat_template")
 PREVIEW_ROWS = 5
 
 
