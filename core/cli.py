@@ -383,7 +383,8 @@ def preview_text(preview: dict[str, Any]) -> Text:
     """The rows of ``tuneyard data preview --json`` as the model sees them (CLI and TUI): each
     row's tokens concatenated, the trained-on (label) tokens in :data:`TRAINED` style, the
     others (prompt) dim; a word's tag (token classification) follows the word as ``/TAG``, a
-    row's class (sequence classification) heads the row."""
+    row's class (sequence classification) heads the row, and a preference row's rejected
+    answer follows its chosen one."""
     rows = preview["rows"]
     text = Text.assemble(
         (f"{preview['source']} · format {preview['format']} · {preview['total_rows']} rows; "
@@ -405,6 +406,9 @@ def preview_text(preview: dict[str, Any]) -> Text:
             text.append(token["text"], style=TRAINED if token["trained"] else PROMPT)
         if tag:
             text.append(f"/{tag}", style="bold green")
+        if "rejected" in row:  # a preference pair: the tokens above are the chosen answer's
+            text.append("\nrejected: ", style="bold red")
+            text.append(row["rejected"], style="red")
         text.append("\n")
     return text
 

@@ -146,6 +146,15 @@ class TrainingStrategy(Component):
     saves: ClassVar[str] = "model"
     metrics: ClassVar[tuple[str, ...]] = ()
 
+    def check(self, device: str) -> None:
+        """Refuse a run this strategy cannot train, when the run is composed (before anything
+        loads); ``device`` is the run's, ``cpu`` or ``cuda``. Default: accept every run.
+
+        Raises:
+            SpecError: the message starts with the option at fault
+                (``strategy.options.qlora: …``) and says what would work.
+        """
+
     def prepare(self, model: Any) -> Any:
         """Return the model to train: ``model`` itself, or a wrapper (e.g. a peft model).
         Called once, with torch's RNG seeded with ``training.seed``, before the model moves to
@@ -167,18 +176,21 @@ class TrainingStrategy(Component):
 
         return Trainer
 
-    def training_arguments(self, **kwargs: Any) -> Any:
+    def training_arguments(self, training: Any, **kwargs: Any) -> Any:
         """The trainer's arguments, given ``training:`` as ``TrainingArguments`` keywords
-        (``output_dir``, ``max_steps``, ``learning_rate``, …): an instance of the class the
-        trainer expects, with the strategy's own options added (e.g. TRL's ``DPOConfig`` with
-        ``beta``). Default: ``transformers.TrainingArguments(**kwargs)``."""
+        (``output_dir``, ``max_steps``, ``learning_rate``, …; ``training`` is the run's
+        :class:`~tuneyard.core.spec.TrainingSpec`, for values a strategy derives, e.g. TRL's
+        ``max_length`` from ``max_seq_len``): an instance of the class the trainer expects,
+        with the strategy's own options added (e.g. TRL's ``DPOConfig`` with ``beta``).
+        Default: ``transformers.TrainingArguments(**kwargs)``."""
         from transformers import TrainingArguments
 
         return TrainingArguments(**kwargs)
 
-    def trainer_kwargs(self, tokenizer: Any) -> dict[str, Any]:
-        """Keyword arguments of the trainer's constructor beyond core's (e.g. TRL's
-        ``processing_class=tokenizer``). Default: none."""
+    def trainer_kwargs(self, model: Any, tokenizer: Any) -> dict[str, Any]:
+        """Keyword arguments of the trainer's constructor beyond core's, given the model to
+        train (on its device) and the tokenizer (e.g. TRL's ``processing_class=tokenizer``, a
+        frozen reference model). Default: none."""
         return {}
 
     def dataset(self, examples: list[Example], rows: list[dict[str, Any]], tokenizer: Any,
@@ -252,6 +264,8 @@ class EvalContext:
         batch_size: examples per forward pass.
         task: what the model predicts (its head).
         label_names: for the label tasks, class id ``i`` is ``label_names[i]``; else ``None``.
+        max_seq_len: ``training.max_seq_len`` (tokens), for an evaluator that tokenizes
+            examples itself as the run does (:func:`~tuneyard.core.formats.tokenize`).
     """
 
     model: Any
@@ -263,6 +277,7 @@ class EvalContext:
     batch_size: int = 8
     task: Task = "causal-lm"
     label_names: list[str] | None = None
+    max_seq_len: int | None = None
 
 
 @dataclass

@@ -41,15 +41,18 @@ class Composition:
     task: Task  # what the model is trained to predict: the strategy's, else the format's
 
 
-def compose(spec: RunSpec, plugins: Plugins) -> Composition:
-    """Resolve and instantiate the components of ``spec``.
+def compose(spec: RunSpec, plugins: Plugins, trains: bool = True) -> Composition:
+    """Resolve and instantiate the components of ``spec``; with ``trains`` (a run about to
+    train, not the evaluation, export or preview of one) also check that the optimizer and the
+    strategy can train on this machine.
 
     Raises:
         PluginError: an unknown component name (lists the valid ones, suggests the closest).
         SpecError: invalid component options (``strategy.options.r``), a dataset format the
             strategy cannot train on (or whose task it does not train), a task the model provider cannot build or an evaluator
             cannot judge, ``training.packing`` on a run it does not apply to, a precision
-            the device does not support, or an optimizer it cannot run.
+            the device does not support, an optimizer it cannot run, or what the strategy
+            refuses on this device (:meth:`TrainingStrategy.check`).
     """
     plugin_of: dict[str, str] = {}
     origin = spec._origin
@@ -86,7 +89,12 @@ def compose(spec: RunSpec, plugins: Plugins) -> Composition:
             f"is for a {task} model")
     check_task(spec, task, provider, strategy, evaluators)
     device = check_device(spec)
-    check_optimizer(spec, device)
+    if trains:
+        check_optimizer(spec, device)
+        try:
+            strategy.check(device)
+        except SpecError as exc:
+            raise SpecError(f"{origin.where('strategy.options')}: {exc}") from None
     return Composition(spec, src, eval_src, provider, strategy, evaluators, plugin_of, device,
                        task)
 

@@ -120,7 +120,7 @@ def saved_kind(registry: Registry, run: dict[str, Any], final: Path) -> str:
     for artifact in registry.artifacts(run["id"]):
         if Path(artifact["path"]) == final:
             return artifact["kind"]
-    return compose(RunSpec.model_validate(run["spec"]), get_plugins()).strategy.saves
+    return compose(RunSpec.model_validate(run["spec"]), get_plugins(), trains=False).strategy.saves
 
 
 def merge_adapter(run: dict[str, Any], final: Path, out: Path, progress: Progress) -> str:
@@ -137,7 +137,7 @@ def merge_adapter(run: dict[str, Any], final: Path, out: Path, progress: Progres
     from peft import PeftModel
 
     quiet_libraries()
-    comp = compose(RunSpec.model_validate(run["spec"]), get_plugins())
+    comp = compose(RunSpec.model_validate(run["spec"]), get_plugins(), trains=False)
     model, tokenizer, _ = trained_model(comp, run, progress)
     if not isinstance(model, PeftModel):
         raise TuneyardError(f"run {run['id']}: strategy '{comp.strategy.name}' loads its "

@@ -21,6 +21,11 @@ Formats (``dataset.format`` in the run spec) and the task (model head) each one 
   sub-word token; the other sub-tokens and special tokens get -100 (the alignment of the
   transformers token-classification guide and BERT, Devlin et al. 2019, section 5.3).
 - ``label`` (sequence-classification): columns ``text`` and ``label`` (a class name or number).
+- ``preference`` (causal-lm; the pairs of ``dpo`` and ``orpo``): columns ``prompt``, ``chosen``
+  and ``rejected`` (TRL's preference layout). A text prompt is rendered as ``instruction``'s;
+  a conversational one (a list of ``{role, content}`` messages) with the chat template, and
+  then ``chosen``/``rejected`` may be lists of one assistant message. ``completion`` is the
+  chosen answer (what ``full``/``lora`` learn, what perplexity scores), ``rejected`` the other.
 
 ``dataset.columns`` maps a format field to another column name (``{output: gloss}``). A column
 a format needs must have a value in at least one row; an empty cell (``None``, NaN) reads as
@@ -65,6 +70,7 @@ ALPACA_PROMPT_INPUT = (
 FORMAT_TASKS: dict[str, Task] = {
     "text": "causal-lm", "instruction": "causal-lm", "alpaca": "causal-lm", "chat": "causal-lm",
     "sharegpt": "causal-lm", "tokens": "token-classification", "label": "sequence-classification",
+    "preference": "causal-lm",
 }
 
 #: format → field → column names tried in order (after ``dataset.columns``)
@@ -77,6 +83,8 @@ FIELDS = {
     "sharegpt": {"conversations": ("conversations",)},
     "tokens": {"tokens": ("tokens", "words"), "tags": ("tags", "ner_tags", "labels")},
     "label": {"text": ("text", "sentence"), "label": ("label", "labels", "category")},
+    "preference": {"prompt": ("prompt", "instruction", "question"), "chosen": ("chosen",),
+                   "rejected": ("rejected",)},
 }
 OPTIONAL = {"input"}
 
@@ -158,6 +166,8 @@ def to_examples(
                 row[cols["conversations"]], i), i, fmt))
         elif fmt == "tokens":
             examples.append(_tokens_example(row[cols["tokens"]], row[cols["tags"]], i))
+        elif fmt == "preference":
+            examples.append(_preference_example(tokenizer, row, cols, i))
         else:
             text, label = row[cols["text"]], row[cols["label"]]
             if text is None or label is None:
@@ -221,6 +231,40 @@ def _chat_example(tokenizer: Any, messages: Any, index: int, fmt: str) -> Exampl
         raise DataError(f"dataset row {index + 1}: the chat template cannot render the "
                         f"messages: {exc}") from None
     return Example(prompt, str(messages[-1]["content"]))
+
+
+def _preference_example(tokenizer: Any, row: dict[str, Any], cols: dict[str, str | None],
+                        index: int) -> Example:
+    """A ``preference`` row as an example: the prompt rendered, the chosen answer as the
+    completion, the rejected one as ``rejected``.
+
+    Raises:
+        DataError: an empty prompt or answer, an answer that is neither text nor a list of
+            one assistant message, or a conversational prompt the template cannot render;
+            naming the row (from 1) and the column.
+    """
+    for field in ("prompt", "chosen", "rejected"):
+        if _is_empty(row[cols[field]]):
+            raise DataError(f"dataset row {index + 1}: column '{cols[field]}' is empty; a "
+                            "preference row needs a prompt, a chosen and a rejected answer")
+    prompt = row[cols["prompt"]]
+    if isinstance(prompt, list):
+        prompt = _chat_example(tokenizer, [*prompt, {"role": "assistant", "content": ""}],
+                               index, "preference").prompt
+    else:
+        prompt = _instruction_prompt(tokenizer, _text(prompt), "")
+    chosen, rejected = (_answer(row[cols[f]], cols[f], index) for f in ("chosen", "rejected"))
+    return Example(prompt, chosen, rejected=rejected)
+
+
+def _answer(value: Any, column: str, index: int) -> str:
+    """A preference answer: text, or (conversational) a list of one assistant message."""
+    if isinstance(value, list):
+        if len(value) == 1 and isinstance(value[0], dict) and value[0].get("role") == "assistant":
+            return str(value[0].get("content", ""))
+        raise DataError(f"dataset row {index + 1}: column '{column}' holds {len(value)} "
+                        "messages; a conversational answer is one assistant message")
+    return _text(value)
 
 
 def _sharegpt_messages(turns: Any, index: int) -> list[dict[str, str]]:

@@ -156,6 +156,13 @@ def add_special_tokens(model: Any, tokenizer: Any, tokens: list[str]) -> list[in
     return ids
 
 
+def keep_added_tokens(source: Any, target: Any) -> None:
+    """Remember on ``target`` (``source`` reloaded, e.g. quantised) the ids
+    :func:`add_special_tokens` added to ``source``'s vocabulary."""
+    if added_token_ids(source):
+        setattr(target, _ADDED_TOKENS, added_token_ids(source))
+
+
 def added_token_ids(model: Any) -> list[int]:
     """Ids of the tokens :func:`add_special_tokens` added to ``model``'s vocabulary: embedding
     rows no base checkpoint holds, which a strategy that freezes the base model must train and

@@ -65,7 +65,8 @@ class DatasetSpec(_Strict):
         "instruction",
         description="text: train on all tokens; instruction/alpaca: prompt/completion columns; "
         "chat/sharegpt: a list of messages rendered with the tokenizer's chat template; "
-        "tokens: words with a tag each (NER); label: text with a class",
+        "tokens: words with a tag each (NER); label: text with a class; preference: a prompt "
+        "with a chosen and a rejected answer (dpo, orpo)",
     )
     columns: dict[str, str] = Field(
         {}, description="format field → dataset column, e.g. {output: gloss}"

@@ -214,3 +214,40 @@ def test_a_failed_copy_leaves_no_folder_behind(tmp_path, qa_jsonl, make_spec, mo
         " ".join(result.output.split())
     assert list(exports.iterdir()) == []  # neither the target nor the partial folder
     assert [a["kind"] for a in Registry(reg).artifacts(run_id)] == ["model"]
+
+
+@pytest.mark.parametrize("options", [
+    {"use_dora": True}, {"use_rslora": True, "init": "gaussian"}, {"init": "pissa"},
+    {"init": "olora"}, {"modules_to_save": ["norm"]}])
+def test_merge_of_each_adapter_kind_gives_the_trained_models_logits(
+        tmp_path, qa_jsonl, make_spec, ids, options):
+    """The merged model equals the model the run trained, as tuneyard loads it back (its
+    final evaluation reproduced: the strategy's load_checkpoint on the base model)."""
+    from tuneyard.core.engine import compose
+    from tuneyard.core.plugins import get_plugins
+    from tuneyard.core.run.model import trained_model
+    from tuneyard.core.run.progress import LogProgress
+    from tuneyard.core.spec import RunSpec
+
+    reg = tmp_path / "registry.db"
+    spec = make_spec(qa_jsonl, **{"training.max_steps": 3, "training.learning_rate": 3e-2,
+                                  "strategy": {"name": "lora", "options": {"r": 4, **options}}})
+    assert tuneyard(reg, "run", str(spec)).exit_code == 0
+    registry = Registry(reg)
+    run = registry.get_run(registry.list_runs()[0]["id"])
+    [final_loss] = [e["value"] for e in registry.evaluations(run["id"])
+                    if (e["checkpoint"], e["metric"]) == ("final", "eval_loss")]
+    out = tmp_path / "merged"
+    result = tuneyard(reg, "export", run["id"], str(out), "--merge")
+    assert result.exit_code == 0, result.output
+    comp = compose(RunSpec.model_validate(run["spec"]), get_plugins(), trains=False)
+    model, _, data = trained_model(comp, run, LogProgress())
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    torch.testing.assert_close(logits(merged, ids), logits(model, ids), atol=1e-4, rtol=0)
+    # … and that is the model the run evaluated at its end
+    batch = data.collator(data.eval_rows)
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(
+            merged(**batch).logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), reduction="sum")
+    assert float(loss) / int((labels[:, 1:] != -100).sum()) == pytest.approx(final_loss, abs=1e-4)

@@ -1,7 +1,9 @@
 """Resume exactness (issue #6): a run stopped at a step and resumed from its checkpoint gives,
-on CPU, the same losses, learning rates, gradient norms and final weights (within 1e-6) as an
-uninterrupted run with the same seed, for ``full``, ``lora`` (also under a non-default adapter
-name, and with ``training.packing``) and ``pretrain-clm``. The recipe makes each piece of saved
+on CPU, the same losses, learning rates, gradient norms, strategy metrics (DPO's and ORPO's
+rewards) and final weights (within 1e-6) as an uninterrupted run with the same seed, for
+``full``, ``lora`` (also under a non-default adapter name, with ``training.packing``, and each
+adapter kind: DoRA with rsLoRA and a saved module, PiSSA and OLoRA initialisation),
+``pretrain-clm``, and ``dpo`` and ``orpo`` on LoRA and on every weight. The recipe makes each piece of saved
 state matter: LoRA dropout (RNG), warmup + cosine (scheduler), gradient accumulation, a stop in
 mid-epoch of a shuffled dataset (data order), and the final weights reload for ``tuneyard
 eval``."""
@@ -33,12 +35,20 @@ STRATEGIES = {
                      "training.learning_rate": 3e-3},
     "lora-packed": {"strategy": {"name": "lora", "options": {"r": 4, "dropout": 0.2}},
                     "training.packing": True, "training.max_seq_len": 128},
+    "lora-dora": {"strategy": {"name": "lora", "options": {
+        "r": 4, "dropout": 0.2, "use_dora": True, "use_rslora": True,
+        "modules_to_save": ["norm"], "init": "gaussian"}}},
+    "lora-pissa": {"strategy": {"name": "lora", "options": {"r": 4, "init": "pissa"}}},
+    "lora-olora": {"strategy": {"name": "lora", "options": {"r": 4, "init": "olora"}}},
+    **{f"{method}-{weights}": {
+        "strategy": {"name": method, "options": {"weights": weights, "r": 4, "dropout": 0.2}},
+        "training.learning_rate": 3e-3 if weights == "full" else 1e-2}
+       for method in ("dpo", "orpo") for weights in ("lora", "full")},
 }
 #: the final weights' file inside ``<output_dir>/final`` (peft saves a non-default adapter
 #: in a sub-folder named after it)
-WEIGHTS = {"full": "model.safetensors", "lora": "adapter_model.safetensors",
-           "lora-mine": "mine/adapter_model.safetensors", "pretrain-clm": "model.safetensors",
-           "lora-packed": "adapter_model.safetensors"}
+WEIGHTS = {kind: "adapter_model.safetensors" if "lora" in kind else "model.safetensors"
+           for kind in STRATEGIES} | {"lora-mine": "mine/adapter_model.safetensors"}
 
 
 @pytest.fixture
@@ -51,17 +61,36 @@ def corpus(tmp_path) -> Path:
     return path
 
 
-def spec_for(kind: str, make_spec, qa_jsonl: Path, corpus: Path) -> Path:
+@pytest.fixture
+def pairs(tmp_path) -> Path:
+    """40 preference pairs for ``dpo`` and ``orpo``."""
+    path = tmp_path / "pairs.jsonl"
+    words = [("cat", "a small animal", "a loud noise"), ("dog", "a domesticated animal",
+                                                         "it is green"),
+             ("tree", "a tall perennial woody plant", "nothing at all")]
+    path.write_text("".join(json.dumps({"prompt": f"define the word {w}", "chosen": good,
+                                        "rejected": bad}) + "\n"
+                            for i in range(14) for w, good, bad in words[i % 3:i % 3 + 1]))
+    return path
+
+
+def spec_for(kind: str, make_spec, qa_jsonl: Path, corpus: Path, pairs: Path) -> Path:
     changes = {**TRAINING, **STRATEGIES[kind]}
+    data = qa_jsonl
     if kind == "pretrain-clm":
+        data = corpus
         changes["dataset"] = {"source": "text", "options": {"path": str(corpus)},
                               "format": "text", "eval_split": 0.1}
-    return make_spec(corpus if kind == "pretrain-clm" else qa_jsonl, **changes)
+    if kind.startswith(("dpo", "orpo")):
+        data = pairs
+        changes["dataset.format"] = "preference"
+    return make_spec(data, **changes)
 
 
 def curves(registry: Registry, run_id: str) -> dict[str, list[tuple[int, float]]]:
-    return {name: registry.metrics(run_id, name)
-            for name in ("loss", "learning_rate", "grad_norm")}
+    """Every metric the run logged per step (the strategy's too), but its speed."""
+    names = {r["name"] for r in registry.metrics_since(run_id)} - {"tokens_per_s"}
+    return {name: registry.metrics(run_id, name) for name in sorted(names)}
 
 
 def final_tensors(run: dict, kind: str) -> dict:
@@ -82,15 +111,18 @@ def global_step(checkpoint: Path) -> int:
 
 @pytest.mark.parametrize("kind", list(STRATEGIES))
 def test_stopped_then_resumed_run_equals_an_uninterrupted_one(
-        kind, registry_path, make_spec, qa_jsonl, corpus, stop_at):
+        kind, registry_path, make_spec, qa_jsonl, corpus, pairs, stop_at):
     import torch
 
     registry = Registry(registry_path)
-    spec = load_spec(spec_for(kind, make_spec, qa_jsonl, corpus))
+    spec = load_spec(spec_for(kind, make_spec, qa_jsonl, corpus, pairs))
     straight, _ = create_run(spec, registry)
     assert execute(registry, straight) == "completed"
     expected = curves(registry, straight)
     assert [s for s, _ in expected["loss"]] == list(range(1, MAX_STEPS + 1))
+    assert {"loss", "learning_rate", "grad_norm"} <= set(expected)
+    if kind.startswith(("dpo", "orpo")):
+        assert {"rewards/chosen", "rewards/margins", "rewards/accuracies"} <= set(expected)
     assert expected["learning_rate"][0][1] < expected["learning_rate"][1][1]  # warmup
 
     run_id, _ = create_run(spec, registry)

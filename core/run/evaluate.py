@@ -34,9 +34,10 @@ def evaluate(comp: Composition, plugins: Plugins, registry: Registry, run_id: st
         if ev.name in done:
             continue
         progress.phase(f"evaluating {checkpoint}: {ev.name}")
+        t = comp.spec.training
         ctx = EvalContext(model, tokenizer, data.eval_examples, data.eval_rows, data.collator,
-                          torch.device(comp.device), comp.spec.training.eval_batch_size,
-                          comp.task, data.label_names)
+                          torch.device(comp.device), t.eval_batch_size, comp.task,
+                          data.label_names, t.max_seq_len)
         result = checked_result(ev, comp.plugin_of,
                                 guarded(ev, comp.plugin_of, "evaluate", ev.evaluate, ctx))
         registry.add_evaluation(run_id, checkpoint, ev.name, result.metrics, result.details)
@@ -92,11 +93,11 @@ def evaluate_run(registry: Registry, ref: str, evaluator: str | None = None,
             raise PluginError(f"--evaluator: {exc}") from None
         chosen = [e for e in spec.evaluators if e.name == evaluator]
         spec.evaluators = chosen or [EvaluatorSpec(name=evaluator)]
-        task = compose(spec.model_copy(update={"evaluators": []}), plugins).task
+        task = compose(spec.model_copy(update={"evaluators": []}), plugins, trains=False).task
         if tasks is not None and task not in tasks:
             raise SpecError(f"--evaluator: '{evaluator}' judges {', '.join(tasks)} models; "
                             f"run {run['id']} trained a {task} model")
-    comp = compose(spec, plugins)
+    comp = compose(spec, plugins, trains=False)
     model, tokenizer, data = trained_model(comp, run, progress)
     check_same_data(run, data)
     return evaluate(comp, plugins, registry, run["id"], model, tokenizer, data, "final", progress)

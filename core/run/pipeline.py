@@ -206,7 +206,7 @@ def preview_data(spec: RunSpec, plugins: Plugins, n_rows: int = 5) -> dict[str, 
         DataError, PluginError, SpecError: as for a run, before anything is written.
     """
     progress = LogProgress()
-    comp = compose(spec, plugins)
+    comp = compose(spec, plugins, trains=False)
     rows = load_rows(comp, progress)
     _, tokenizer = load_model(comp, rows, progress)
     return {"source": spec.dataset.source, "format": spec.dataset.format, "task": comp.task,

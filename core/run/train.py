@@ -63,7 +63,7 @@ def train(comp: Composition, registry: Registry | None, run_id: str, out: Path, 
                                "not a transformers.Trainer subclass")
     run_trainer = with_run_behaviour(base, t.seed, folder, tokenizer, ranks)
     extra = guarded(strategy, comp.plugin_of, "give its trainer's arguments",
-                    strategy.trainer_kwargs, tokenizer)
+                    strategy.trainer_kwargs, model, tokenizer)
     trainer = guarded(strategy, comp.plugin_of, f"make its trainer ({base.__name__})",
                       run_trainer, model=model, args=args, train_dataset=data.train_rows,
                       eval_dataset=data.trainer_eval_rows if t.eval_steps else None,
@@ -132,7 +132,7 @@ def training_arguments(comp: Composition, folder: Path) -> Any:
         fsdp=t.fsdp, fsdp_config=t.fsdp_config or None,
     )
     return guarded(comp.strategy, comp.plugin_of, "make its training arguments",
-                   comp.strategy.training_arguments, **core)
+                   comp.strategy.training_arguments, t, **core)
 
 
 def with_run_behaviour(base: type, seed: int, folder: Path, tokenizer: Any,
