@@ -472,21 +472,27 @@ cli.add_command(runs_stop, "stop")  # tuneyard stop RUN, the short form
 @handle_errors
 def runs_show(run_ref: str, as_json: bool) -> None:
     """One run: its record, evaluations (baseline vs final), checkpoints and artifacts."""
+    from tuneyard.core.registry import strategy_metrics
+
     registry = open_registry()
     run_id = registry.get_run(run_ref)["id"]
     if as_json:
         r = registry.get_run(run_id)
         r.update(evaluations=registry.evaluations(run_id), checkpoints=registry.checkpoints(run_id),
                  artifacts=registry.artifacts(run_id), loss=registry.metrics(run_id, "loss"),
-                 eval_loss=registry.metrics(run_id, "eval_loss"))
+                 eval_loss=registry.metrics(run_id, "eval_loss"), strategy_metrics={
+                     name: registry.metrics(run_id, name)
+                     for name in strategy_metrics(registry.metric_names(run_id))})
         click.echo(json.dumps(r, indent=2, default=str))
         return
     show_run(registry, run_id)
 
 
 def show_run(registry: Any, run_id: str) -> None:
-    """Print a run's record, its loss curve and its evaluation table (baseline, final,
-    change)."""
+    """Print a run's record (the first and last value of its loss and of its strategy's step
+    metrics), its loss curve and its evaluation table (baseline, final, change)."""
+    from tuneyard.core.registry import baseline_and_final, strategy_metrics
+
     r = registry.get_run(run_id)
     loss = registry.metric_curve(run_id, "loss")  # a chart's worth of points, first and last
     head = Table.grid(padding=(0, 2))
@@ -497,9 +503,12 @@ def show_run(registry: Any, run_id: str) -> None:
                          _status(r[key]) if key == "status" else escape(str(r[key])))
     if (r.get("world_size") or 1) > 1:
         head.add_row("[bold]world_size[/]", f"{r['world_size']} processes (torchrun)")
-    if loss:
-        head.add_row("[bold]loss[/]", f"{loss[0][1]:.4f} (step {loss[0][0]}) → "
-                                      f"{loss[-1][1]:.4f} (step {loss[-1][0]})")
+    for name in ["loss", *strategy_metrics(registry.metric_names(run_id))]:
+        first_last = loss if name == "loss" else registry.metric_curve(run_id, name, 2)
+        if first_last:
+            (s0, v0), (s1, v1) = first_last[0], first_last[-1]
+            head.add_row(f"[bold]{escape(name)}[/]",
+                         f"{v0:.4f} (step {s0}) → {v1:.4f} (step {s1})")
     for c in registry.checkpoints(run_id):
         head.add_row("[bold]checkpoint[/]", f"step {c['step']}: {c['path']}")
     for a in registry.artifacts(run_id):
@@ -508,8 +517,6 @@ def show_run(registry: Any, run_id: str) -> None:
     if len(loss) > 1:
         console.print(Text.from_ansi(loss_chart(loss, registry.metrics(run_id, "eval_loss"),
                                                 min(console.width, 100))))
-    from tuneyard.core.registry import baseline_and_final
-
     results = baseline_and_final(registry.evaluations(run_id))
     if results:
         table = Table("evaluator", "metric", "baseline", "final", "change", title="evaluations")

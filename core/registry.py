@@ -57,6 +57,18 @@ STALE_S = 120.0
 SAMPLE_FIELDS = ("util_pct", "mem_bytes", "mem_total_bytes", "power_w", "temp_c")
 
 
+#: what every run records at each logged step (``tuneyard.core.run.train``); a run's other
+#: step metrics are its strategy's (:attr:`TrainingStrategy.metrics`, e.g. DPO's rewards), and
+#: ``eval_*`` ones come from the trainer's evaluations (``training.eval_steps``)
+STEP_METRICS = ("loss", "learning_rate", "grad_norm", "epoch", "tokens_per_s")
+
+
+def strategy_metrics(names: list[str]) -> list[str]:
+    """Of a run's metric names, those its strategy logs per step (not :data:`STEP_METRICS`,
+    not an evaluation's ``eval_*``), in order."""
+    return [n for n in names if n not in STEP_METRICS and not n.startswith("eval_")]
+
+
 def now() -> str:
     """Current UTC time as ISO-8601 with microseconds (sorts as text)."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
@@ -342,6 +354,16 @@ class Registry:
             "SELECT id FROM metrics WHERE run_id = :run AND name = :name AND"
             " step >= :lo + (:hi - :lo) * i / (:n - 1) ORDER BY step LIMIT 1) ORDER BY m.step",
             {"n": points, "run": run_id, "name": name, "lo": first[0][0], "hi": last_step})]
+
+    def metric_names(self, run_id: str) -> list[str]:
+        """The names of a run's metrics, sorted: one index seek per name (a skip scan of
+        ``metrics(run_id, name, step)``), so a run of a million steps costs what a short one
+        does."""
+        return [r[0] for r in self.db.execute(
+            "WITH RECURSIVE n(name) AS (SELECT min(name) FROM metrics WHERE run_id = :run "
+            "UNION ALL SELECT (SELECT min(name) FROM metrics WHERE run_id = :run AND "
+            "name > n.name) FROM n WHERE n.name IS NOT NULL) "
+            "SELECT name FROM n WHERE name IS NOT NULL", {"run": run_id})]
 
     def latest_metrics(self, run_id: str, rows: int) -> list[dict[str, Any]]:
         """The newest ``rows`` metric rows of a run (``id``, ``step``, ``name``, ``value``,

@@ -60,13 +60,13 @@ def test_unknown_component_suggests_the_closest(setup):
     reg, spec = setup
     check_fails(reg, ["run", str(spec), "--set", "strategy.name=lroa"],
                 "--set strategy.name=lroa: strategy.name: unknown strategy 'lroa'; did you mean "
-                "'lora'? (valid: full, lora, pretrain-clm, pretrain-mlm)", run_created=False)
+                "'lora'? (valid: dpo, full, lora, orpo, pretrain-clm, pretrain-mlm)", run_created=False)
     line = next(i for i, t in enumerate(spec.read_text().splitlines(), 1) if "perplexity" in t)
     spec.write_text(spec.read_text().replace("perplexity", "perplexty"))
     check_fails(reg, ["run", str(spec)],
                 f"{spec}:{line}: evaluators.0.name: unknown evaluator 'perplexty'; did you mean "
-                "'perplexity'? (valid: accuracy, bleu, exact-match, masked-lm, perplexity, rouge, "
-                "samples, seqeval, squad)", run_created=False)
+                "'perplexity'? (valid: accuracy, bleu, exact-match, masked-lm, perplexity, "
+                "preference, rouge, samples, seqeval, squad)", run_created=False)
 
 
 def test_option_of_wrong_type_names_the_key_and_line(setup):

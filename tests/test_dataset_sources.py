@@ -296,6 +296,22 @@ def test_wordnet_small_folder_limit_and_errors(tmp_path):
         load(WordnetSource, path=str(tmp_path), pos=["adverb"])
 
 
+def test_wordnet_rejected_is_another_definition_of_the_same_part_of_speech(tmp_path):
+    header = "  1 This software and database is being provided to you, the LICENSEE\n"
+    respire = ("00002325 29 v 02 take_a_breath 1 respire 1 001 $ 00001740 v 0000 01 + 02 00 | "
+               "undergo respiration  \n")
+    (tmp_path / "data.adj").write_text(header + ABLE + GALORE)
+    (tmp_path / "data.verb").write_text(header + respire)
+    ds = load(WordnetSource, path=str(tmp_path), pos=["adjective"], rejected=True)
+    assert ds.column_names[-1] == "rejected"
+    able, abounding = parse_line(ABLE)[0]["definition"], parse_line(GALORE)[0]["definition"]
+    assert ds["rejected"] == [abounding, able, able]  # the one other adjective definition
+    again = load(WordnetSource, path=str(tmp_path), pos=["adjective"], rejected=True)
+    assert again["rejected"] == ds["rejected"]
+    with pytest.raises(DataError, match="verb has one"):
+        load(WordnetSource, path=str(tmp_path), pos=["verb"], rejected=True)
+
+
 @needs_wordnet
 def test_wordnet_full_database():
     start = time.monotonic()
@@ -320,6 +336,13 @@ def test_wordnet_limit_is_a_seeded_sample():
     assert len({w[0].lower() for w in a["word"]}) > 15
     verbs = load(WordnetSource, pos=["verb"], limit=20)
     assert set(verbs["pos"]) == {"verb"}
+    pairs = load(WordnetSource, limit=300, seed=1, rejected=True)
+    assert pairs["word"] == a["word"]  # the same sample, with a column more
+    assert all(r != d for r, d in zip(pairs["rejected"], pairs["definition"]))
+    by_pos = {}
+    for row in WordnetSource(WordnetSource.Options()).rows():
+        by_pos.setdefault(row["definition"], set()).add(row["pos"])
+    assert all(pos in by_pos[r] for r, pos in zip(pairs["rejected"], pairs["pos"]))
 
 
 # -- plugin manager --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The plugin documentation matches the code (guards docs drift, as datasette does): every hook
 spec has a section in docs/plugins.md with its exact signature and a ``test_hook_<name>`` test
-in tests/test_hooks.py; the tutorial's plugin, copied from the page, works in a real run; the
-README points at the page."""
+in tests/test_hooks.py; the tutorials' plugins (an evaluator, a training strategy), copied from
+the page, work in real runs; the README points at the page."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ HOOKSPECS = {name: fn for name, fn in inspect.getmembers(hookspecs, inspect.isfu
 
 #: the tutorial's plugin: the python block right after ``<!-- tutorial-plugin: FILE -->``
 TUTORIAL_PLUGIN = re.compile(r"<!-- tutorial-plugin: (\S+) -->\n```python\n(.*?)```", re.S)
+#: the strategy tutorial's plugin: the python block right after ``<!-- tutorial-strategy: FILE -->``
+TUTORIAL_STRATEGY = re.compile(r"<!-- tutorial-strategy: (\S+) -->\n```python\n(.*?)```", re.S)
 #: the ``plugins list`` output the tutorial shows (after its ``$ command`` line)
 TUTORIAL_LIST = re.compile(r"<!-- tutorial-plugins-list -->\n```text\n\$ [^\n]*\n(.*?)```", re.S)
 #: where the tutorial's plugins directory is in the shown output
@@ -142,3 +144,70 @@ def test_readme_points_at_the_plugin_docs_and_names_every_hook():
     assert "(docs/plugins.md)" in section
     named = set(re.findall(r"`((?:register|on)_\w+)`", section))
     assert named == set(HOOKSPECS)
+
+
+@pytest.fixture
+def focal_plugin(tmp_path, plugins_dir_env) -> Path:
+    """The strategy tutorial's plugin, copied from the page into a plugins directory."""
+    [(filename, code)] = TUTORIAL_STRATEGY.findall(DOC.read_text())
+    assert len(code.splitlines()) <= 60  # "a training strategy in one file", ~60 lines
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / filename).write_text(code)
+    return folder
+
+
+def test_tutorial_strategy_trains_with_its_own_loss_and_is_recorded(
+        tmp_path, qa_jsonl, make_spec, focal_plugin):
+    reg = tmp_path / "registry.db"
+    runner = CliRunner()
+    spec = make_spec(qa_jsonl, **{"training.max_steps": 6, "training.learning_rate": 3e-3,
+                                  "training.gradient_accumulation_steps": 2,
+                                  "strategy": {"name": "full"}, "evaluators": []})
+
+    def run(*overrides: str) -> dict:
+        result = runner.invoke(cli, ["--plugins-dir", str(focal_plugin), "--registry", str(reg),
+                                     "run", str(spec), *overrides])
+        assert result.exit_code == 0, result.output
+        registry = Registry(reg)
+        return registry.get_run(registry.list_runs()[0]["id"])
+
+    full = run()
+    plain = run("--set", "strategy.name=focal", "--set", "strategy.options.gamma=0")
+    focal = run("--set", "strategy.name=focal", "--set", "strategy.options.gamma=2")
+    registry = Registry(reg)
+    losses = {r["id"]: [v for _, v in registry.metrics(r["id"], "loss")]
+              for r in (full, plain, focal)}
+    # γ = 0 is the cross-entropy of the built-in full fine-tune, under gradient accumulation too
+    assert losses[plain["id"]] == pytest.approx(losses[full["id"]], abs=1e-5)
+    # γ = 2 weights every token by (1 − p)² ≤ 1: a smaller loss from the same start
+    assert losses[focal["id"]][0] < losses[full["id"]][0]
+    assert losses[focal["id"]][-1] < losses[focal["id"]][0]
+    probs = [v for _, v in registry.metrics(focal["id"], "label_prob")]
+    assert len(probs) == 6 and all(0 < p < 1 for p in probs) and probs[-1] > probs[0]
+    assert focal["strategy"] == "focal" and focal["status"] == "completed"
+    assert focal["plugin_versions"]["focal"].startswith("sha256:")
+    assert {a["kind"] for a in registry.artifacts(focal["id"])} >= {"model"}
+    shown = runner.invoke(cli, ["--registry", str(reg), "runs", "show", focal["id"]])
+    assert "label_prob" in shown.output
+
+
+async def test_tutorial_strategy_is_offered_by_the_compose_screen(tmp_path, tui_app, wait_for,
+                                                                  focal_plugin, monkeypatch):
+    from textual.widgets import Select
+
+    from tuneyard.tui.screens.compose import ComposeScreen
+
+    monkeypatch.setenv("TUNEYARD_PLUGINS_DIR", str(focal_plugin))
+    get_plugins.cache_clear()
+    async with tui_app(tmp_path / "registry.db").run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        screen = pilot.app.screen
+        assert isinstance(screen, ComposeScreen)
+        await wait_for(pilot, lambda: screen.plugins is not None and screen.query(
+            "#training-form"))
+        screen.query_one("#strategy", Select).value = "focal"
+        await wait_for(pilot, lambda: screen.form("strategy-options").model.__name__
+                       == "FocalOptions")
+        form = screen.form("strategy-options")
+        assert form.field_widget("gamma").placeholder == "2.0"

@@ -299,9 +299,9 @@ def test_builtin_entry_points_load_without_error():
         "dataset-source": ["conll", "csv", "fortunes", "hf", "jsonl", "parquet", "text",
                            "wordnet"],
         "model-provider": ["gguf", "hf", "scratch"],
-        "strategy": ["full", "lora", "pretrain-clm", "pretrain-mlm"],
-        "evaluator": ["accuracy", "bleu", "exact-match", "masked-lm", "perplexity", "rouge",
-                      "samples", "seqeval", "squad"],
+        "strategy": ["dpo", "full", "lora", "orpo", "pretrain-clm", "pretrain-mlm"],
+        "evaluator": ["accuracy", "bleu", "exact-match", "masked-lm", "perplexity",
+                      "preference", "rouge", "samples", "seqeval", "squad"],
         "device-monitor": ["cpu", "nvidia"],
     }
     for kind, items in pm.components.items():
@@ -314,7 +314,7 @@ def test_builtin_entry_points_load_without_error():
     assert tasks == {
         "accuracy": ("sequence-classification",), "seqeval": ("token-classification",),
         "masked-lm": ("masked-lm",), **{name: ("causal-lm",) for name in (
-            "bleu", "exact-match", "perplexity", "rouge", "samples", "squad")}}
+            "bleu", "exact-match", "perplexity", "preference", "rouge", "samples", "squad")}}
     assert pm.get("model-provider", "hf").plugin == "model-hf"
     assert issubclass(pm.get("model-provider", "gguf").cls, ModelProvider)
 

@@ -131,7 +131,7 @@ def test_errors_in_list_items_and_several_errors(tmp_path):
         "  format: instruction\n", "  format: prose\n")
     path = write(tmp_path, text)
     assert spec_error(path).splitlines() == [
-        f"{path}:5: dataset.format: Input should be 'text', 'instruction', 'alpaca', 'chat', 'sharegpt', 'tokens' or 'label'",
+        f"{path}:5: dataset.format: Input should be 'text', 'instruction', 'alpaca', 'chat', 'sharegpt', 'tokens', 'label' or 'preference'",
         f"{path}:20: evaluators.1.name: Field required",
         f"{path}:20: evaluators.1.nam: unknown key; did you mean 'name'? (valid: name, options)",
     ]

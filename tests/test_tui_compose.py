@@ -142,11 +142,15 @@ async def test_lora_form_shows_its_fields_defaults_and_inline_errors(tmp_path, t
         form = await choose(pilot, wait_for, screen, "strategy", "lora")
         names = [w.id.removeprefix("field-") for w in form.query(".field")]
         assert names == list(LoraOptions.model_fields) == [
-            "r", "alpha", "dropout", "target_modules", "adapter_name"]
-        assert {n: form.field_widget(n).placeholder for n in names} == {
+            "r", "alpha", "dropout", "target_modules", "adapter_name", "use_dora",
+            "use_rslora", "init", "modules_to_save", "qlora"]
+        typed = names[:5] + ["modules_to_save"]  # the others are switches and a choice
+        assert {n: form.field_widget(n).placeholder for n in typed} == {
             "r": "8", "alpha": "16", "dropout": "0.05", "target_modules": "all-linear",
-            "adapter_name": "default"}
-        assert all(form.field_widget(n).value == "" for n in names)
+            "adapter_name": "default", "modules_to_save": "None"}
+        assert all(form.field_widget(n).value == "" for n in typed)
+        assert [type(form.field_widget(n)).__name__ for n in names[5:]] == [
+            "Switch", "Switch", "Select", "Input", "Switch"]
         assert (form.field_widget("r").type, form.field_widget("dropout").type) == (
             "integer", "number")
         assert str(form.query_one("#field-dropout .field-name").render()) == (

@@ -20,6 +20,7 @@ from tuneyard.core.components import Evaluator
 from tuneyard.core.hookspecs import hookimpl
 from tuneyard.core.plugins import Plugins, get_plugins
 from tuneyard.core.registry import Registry
+from tuneyard.plugins.strategies.lora import LoraOptions
 from tuneyard.tui import actions
 from tuneyard.tui.screens import compose as compose_screen
 from tuneyard.tui.screens import registry as registry_screen
@@ -352,7 +353,8 @@ async def test_components_tab_and_options_schema(seeded_registry, tui_app, wait_
         sources = ("conll", "csv", "fortunes", "hf", "jsonl", "parquet", "text", "wordnet")
         assert [r[:2] for r in rows[:8]] == [["dataset-source", n] for n in sources]
         lora = rows.index(["strategy", "lora", "strategy-lora",
-                           "r, alpha, dropout, target_modules, adapter_name",
+                           "r, alpha, dropout, target_modules, adapter_name, use_dora, "
+                           "use_rslora, init, modules_to_save, qlora",
                            "LoRA adapters (peft): train a small rank-r update, "
                            "base weights frozen"])
         for _ in range(lora):
@@ -360,7 +362,7 @@ async def test_components_tab_and_options_schema(seeded_registry, tui_app, wait_
         await pilot.press("enter")
         modal = app.screen
         assert isinstance(modal, OptionsScreen)
-        assert rendered_lines(modal.query_one("#schema").content) == [
+        assert rendered_lines(modal.query_one("#schema").content)[:6] == [
             "field type default description",
             "r int 8 rank of the update matrices",
             "alpha int 16 scaling: the update is multiplied by alpha / r",
@@ -368,6 +370,10 @@ async def test_components_tab_and_options_schema(seeded_registry, tui_app, wait_
             "target_modules list[str] | str \"all-linear\" module names to adapt, or 'all-linear'",
             "adapter_name str \"default\" peft adapter name",
         ]
+        starts = [line.split()[0] for line in rendered_lines(modal.query_one("#schema").content)
+                  if line]  # a long description wraps onto lines of its own
+        assert [w for w in starts if w in LoraOptions.model_fields][5:] == [
+            "use_dora", "use_rslora", "init", "modules_to_save", "qlora"]
         await pilot.press("escape")
         assert app.screen is screen
 

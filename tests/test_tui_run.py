@@ -130,6 +130,60 @@ async def test_eta_and_curves_fed_incrementally_at_80x24(seeded_registry, tui_ap
         assert reads and reads[0] > 0 and sorted(reads) == reads  # the first, downsampled
 
 
+REWARDS = ("rewards/accuracies", "rewards/chosen", "rewards/margins", "rewards/rejected")
+
+
+def dpo_run(path: Path) -> str:
+    """A running DPO run in the seeded registry, 20 steps of loss and rewards (run-e's
+    spec with strategy dpo)."""
+    reg = Registry(path)
+    spec = reg.get_run("run-e")["spec"]
+    spec["strategy"] = {"name": "dpo", "options": {"beta": 0.1}}
+    run_id = reg.create_run(spec, name="wordnet-dpo", status="running", strategy="dpo",
+                            max_steps=40, dataset_source="wordnet", device="cuda",
+                            base_model="SmolLM2-135M-Instruct.Q4_1.gguf")
+    reg.db.execute("UPDATE runs SET id = 'run-f', created_at = ? WHERE id = ?",
+                   [reg.get_run("run-e")["created_at"], run_id])
+    run_id = "run-f"
+    for step in range(1, 21):
+        reg.add_metrics(run_id, step, {
+            "loss": 0.6931 - 0.02 * step, "learning_rate": 1e-5, "rewards/chosen": 0.01 * step,
+            "rewards/rejected": -0.02 * step, "rewards/margins": 0.03 * step,
+            "rewards/accuracies": min(1.0, 0.5 + 0.05 * step)})
+    return run_id
+
+
+async def test_a_strategys_own_step_metrics_get_their_plot(seeded_registry, tui_app, wait_for):
+    run_id = dpo_run(seeded_registry)
+    app = tui_app(seeded_registry)
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await open_run(app, pilot, wait_for, run_id)
+        plot = screen.query_one("#strategy-plot")
+        assert plot.display and plot.title == "dpo metrics"
+        assert sorted(plot.curves) == list(REWARDS)
+        assert plot.curves["rewards/margins"] == (list(range(1, 21)), pytest.approx(
+            [0.03 * s for s in range(1, 21)]))
+        Registry(seeded_registry).add_metrics(run_id, 21, {"loss": 0.27, "rewards/margins": 0.7})
+        await wait_for(pilot, lambda: plot.curves["rewards/margins"][0][-1] == 21)
+        screen.dismiss()
+        screen = await open_run(app, pilot, wait_for, "run-e")  # a LoRA run logs none
+        assert not screen.query_one("#strategy-plot").display
+
+
+def test_snapshot_run_strategy_metrics(snap_compare, seeded_registry, tui_app, wait_for):
+    """A DPO run's Curves tab at 120×30: the falling loss, the flat learning rate, and a
+    third plot "dpo metrics" with the four reward curves (accuracies rising to 1.0, chosen
+    and margins rising, rejected falling) and their legend."""
+    run_id = dpo_run(seeded_registry)
+
+    async def ready(pilot):
+        await open_run(pilot.app, pilot, wait_for, run_id)
+        pilot.app.screen.query_one(TabbedContent).active = "curves"
+        await pilot.pause()
+
+    assert snap_compare(tui_app(seeded_registry), terminal_size=(120, 30), run_before=ready)
+
+
 async def test_completed_run(seeded_registry, tui_app, wait_for, notes, monkeypatch):
     calls: list[tuple] = []
     monkeypatch.setattr(actions, "evaluate", lambda *args: calls.append(args) or 4242)

@@ -15,7 +15,7 @@ from tuneyard.core.distributed import SINGLE, Ranks
 from tuneyard.core.engine import Composition
 from tuneyard.core.paths import make_dir
 from tuneyard.core.plugins import Plugins
-from tuneyard.core.registry import Registry, now
+from tuneyard.core.registry import STEP_METRICS, Registry, now
 from tuneyard.core.run.checkpoints import written
 from tuneyard.core.run.data import Data
 from tuneyard.core.run.guard import component_failed, guarded
@@ -27,8 +27,6 @@ from tuneyard.core.run.progress import Progress
 #: tiny model's 11 ms step on 2 CPU cores, batched it is <1% (bench/registry_write.py).
 FLUSH_S = 0.25
 
-#: what every logged step records (when the trainer logs it), besides the strategy's metrics
-STEP_METRICS = ("loss", "learning_rate", "grad_norm", "epoch")
 
 
 def train(comp: Composition, registry: Registry | None, run_id: str, out: Path, data: Data,
@@ -177,9 +175,10 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
                      stop: StopRequest, extra: tuple[str, ...] = ()) -> Any:
     """A ``TrainerCallback`` that records each logged step and checkpoint (rank 0's).
 
-    Per logged step it records :data:`STEP_METRICS`, the strategy's own metrics (``extra``,
-    :attr:`TrainingStrategy.metrics`) that the trainer logged, and ``tokens_per_s``
-    (non-padding input tokens per second of wall time since the previous log). The steps are
+    Per logged step it records :data:`~tuneyard.core.registry.STEP_METRICS`: the ``loss``,
+    ``learning_rate``, ``grad_norm`` and ``epoch`` the trainer logged, and ``tokens_per_s``
+    (non-padding input tokens per second of wall time since the previous log); and the
+    strategy's own metrics (``extra``, :attr:`TrainingStrategy.metrics`) that it logged. The steps are
     written every :data:`FLUSH_S` seconds in one transaction (:meth:`Registry.add_steps`), and
     before each checkpoint, after each evaluation and at the end of training (:meth:`flush`),
     so a checkpoint never has steps the registry lacks; ``on_step_end`` fires for each step
@@ -190,7 +189,7 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
     """
     from transformers import TrainerCallback
 
-    logged = (*STEP_METRICS, *extra)
+    logged = (*(m for m in STEP_METRICS if m != "tokens_per_s"), *extra)
     evaluated = ("eval_loss", *(f"eval_{name}" for name in extra))
 
     class _Callback(TrainerCallback):

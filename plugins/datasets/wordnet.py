@@ -54,6 +54,10 @@ class WordnetOptions(BaseModel):
     max_definition_words: int | None = Field(
         default=None, ge=1, description="drop senses whose definition has more words than this"
     )
+    rejected: bool = Field(
+        default=False, description="add a column 'rejected': the definition of another word "
+        "of the same part of speech (seeded by 'seed'), for preference pairs (format "
+        "preference, columns {chosen: output})")
 
 
 def parse_line(line: str) -> list[dict]:
@@ -102,6 +106,11 @@ class WordnetSource(DatasetSource):
     set: then a seeded random sample of ``limit`` rows is taken, in random order, so a small
     dataset still covers every letter and part of speech.
 
+    With ``rejected``, each row also has a ``rejected`` column: the definition of a word drawn
+    at random (seeded) among all rows of the same part of speech whose definition differs, a
+    wrong answer of the same kind as the right one; with ``dataset.format: preference`` and
+    ``columns: {chosen: output}`` the rows are preference pairs (prompt ``instruction``).
+
     Raises:
         DataError: the folder or a data file is missing (says ``apt-get install -y
             wordnet-base``); a malformed line (``FILE:LINE``); no rows left after filtering.
@@ -115,7 +124,8 @@ class WordnetSource(DatasetSource):
         import datasets
 
         rows = self.rows()
-        return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in COLUMNS})
+        columns = (*COLUMNS, "rejected") if self.options.rejected else COLUMNS
+        return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
 
     def rows(self) -> list[dict]:
         """Every selected row as a dict (see the class docstring for the columns)."""
@@ -134,9 +144,36 @@ class WordnetSource(DatasetSource):
             rows = [r for r in rows if len(r["definition"].split()) <= opts.max_definition_words]
         if not rows:
             raise DataError("wordnet: no rows left (check 'pos' and 'max_definition_words')")
+        pool = rows
         if opts.limit is not None and opts.limit < len(rows):
             rows = random.Random(opts.seed).sample(rows, opts.limit)
+        if opts.rejected:
+            rows = with_rejected(rows, pool, opts.seed)
         return rows
+
+
+def with_rejected(rows: list[dict], pool: list[dict], seed: int) -> list[dict]:
+    """``rows``, each with ``rejected``: the definition of a row of ``pool`` of the same part
+    of speech and another definition, drawn with ``random.Random(seed)``.
+
+    Raises:
+        DataError: a part of speech of ``rows`` has a single definition in ``pool``.
+    """
+    rng = random.Random(seed)
+    definitions: dict[str, list[str]] = {}
+    for r in pool:
+        definitions.setdefault(r["pos"], []).append(r["definition"])
+    out = []
+    for r in rows:
+        others = definitions[r["pos"]]
+        if len(set(others)) < 2:
+            raise DataError(f"wordnet: option 'rejected' needs two definitions of each part "
+                            f"of speech; {r['pos']} has one")
+        rejected = r["definition"]
+        while rejected == r["definition"]:
+            rejected = others[rng.randrange(len(others))]
+        out.append({**r, "rejected": rejected})
+    return out
 
 
 def read_data_file(file: Path) -> list[dict]:

@@ -1,8 +1,8 @@
 """The Run screen: one run's live monitor.
 
 A header (name, id, status, model, strategy, dataset, device), a progress bar with the ETA and
-tokens/s, and tabs: Curves (loss with eval loss, learning rate), Devices, Evaluations, Log and
-Spec. The first poll reads each curve downsampled (``Registry.metric_curve``), so a run of a
+tokens/s, and tabs: Curves (loss with eval loss, learning rate, and the strategy's own step
+metrics when it logs any, e.g. DPO's rewards), Devices, Evaluations, Log and Spec. The first poll reads each curve downsampled (``Registry.metric_curve``), so a run of a
 million steps opens as fast as a short one; each later poll reads only what is new: metric and
 telemetry rows after the last row id seen (the curves are bounded
 :class:`~tuneyard.tui.series.Series`), and the log only when the file changed. Stop, resume and
@@ -29,7 +29,7 @@ from textual.widgets import (DataTable, Footer, Log, ProgressBar, Static, Tabbed
                              TabPane)
 
 from tuneyard.core.errors import TuneyardError
-from tuneyard.core.registry import Registry, baseline_and_final
+from tuneyard.core.registry import Registry, baseline_and_final, strategy_metrics
 from tuneyard.tui import actions
 from tuneyard.tui.format import hms, model_name, num, parse_time, status_text
 from tuneyard.tui.polling import Polling
@@ -122,6 +122,8 @@ class RunScreen(Polling, Screen):
     RunScreen TabPane { height: 1fr; padding: 0 1; }
     RunScreen #plots { height: 1fr; }
     RunScreen MetricPlot { width: 1fr; height: 1fr; }
+    RunScreen #strategy-plot { display: none; }
+    RunScreen.-strategy-metrics #strategy-plot { display: block; }
     RunScreen #eval-note { height: auto; color: $text-muted; }
     RunScreen #log-view { height: 1fr; }
     """
@@ -160,6 +162,7 @@ class RunScreen(Polling, Screen):
             with TabPane("1 Curves", id="curves"), Horizontal(id="plots"):
                 yield MetricPlot("loss", placeholder="no steps yet", id="loss")
                 yield MetricPlot("learning rate", placeholder="no steps yet", id="lr")
+                yield MetricPlot("strategy metrics", id="strategy-plot")
             with TabPane("2 Devices", id="devices"):
                 yield DevicePanel()
             with TabPane("3 Evaluations", id="evaluations"):
@@ -187,8 +190,9 @@ class RunScreen(Polling, Screen):
             metrics = registry.metrics_since(run["id"], after)
         else:
             with registry.snapshot():  # the newest rows are the history's last
+                names = [*CURVES, *strategy_metrics(registry.metric_names(run["id"]))]
                 history = {name: registry.metric_curve(run["id"], name, POINTS)
-                           for name in CURVES}
+                           for name in names}
                 metrics = registry.latest_metrics(run["id"], RATE_ROWS)
         return RunPoll(run, metrics, after, history,
                        registry.system_metrics_since(run["id"], self._system_after),
@@ -297,6 +301,12 @@ class RunScreen(Polling, Screen):
         self.query_one("#loss", MetricPlot).show(curves)
         self.query_one("#lr", MetricPlot).show(
             {"learning rate": self.series.get("learning_rate", empty)})
+        names = strategy_metrics(sorted(self.series))
+        self.set_class(bool(names), "-strategy-metrics")
+        if names:
+            plot = self.query_one("#strategy-plot", MetricPlot)
+            plot.title = f"{(self.run_row or {}).get('strategy') or 'strategy'} metrics"
+            plot.show({name: self.series[name] for name in names})
 
     def _show_evaluations(self, run: dict[str, Any], evaluations: list[dict[str, Any]],
                           checkpoints: list[dict[str, Any]]) -> None:
