@@ -282,3 +282,18 @@ def test_a_spec_that_is_not_utf8_is_a_spec_error(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b"name: caf\xe9\n")
     assert spec_error(path) == f"{path}: not UTF-8 text (byte 9); save the spec as UTF-8"
+
+
+EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_shipped_example_composes(path):
+    """Each spec of examples/ validates and composes (components, options, format, task)
+    with the plugins as they are now, as torchtune tests each shipped config."""
+    from tuneyard.core.engine import compose
+    from tuneyard.core.plugins import get_plugins
+
+    spec = load_spec(path)
+    comp = compose(spec, get_plugins())
+    assert comp.strategy.name == spec.strategy.name and comp.spec.name == path.stem
