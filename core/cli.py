@@ -472,8 +472,6 @@ cli.add_command(runs_stop, "stop")  # tuneyard stop RUN, the short form
 @handle_errors
 def runs_show(run_ref: str, as_json: bool) -> None:
     """One run: its record, evaluations (baseline vs final), checkpoints and artifacts."""
-    from tuneyard.core.registry import strategy_metrics
-
     registry = open_registry()
     run_id = registry.get_run(run_ref)["id"]
     if as_json:
@@ -482,7 +480,7 @@ def runs_show(run_ref: str, as_json: bool) -> None:
                  artifacts=registry.artifacts(run_id), loss=registry.metrics(run_id, "loss"),
                  eval_loss=registry.metrics(run_id, "eval_loss"), strategy_metrics={
                      name: registry.metrics(run_id, name)
-                     for name in strategy_metrics(registry.metric_names(run_id))})
+                     for name in strategy_metric_names(registry, run_id)})
         click.echo(json.dumps(r, indent=2, default=str))
         return
     show_run(registry, run_id)
@@ -491,7 +489,7 @@ def runs_show(run_ref: str, as_json: bool) -> None:
 def show_run(registry: Any, run_id: str) -> None:
     """Print a run's record (the first and last value of its loss and of its strategy's step
     metrics), its loss curve and its evaluation table (baseline, final, change)."""
-    from tuneyard.core.registry import baseline_and_final, strategy_metrics
+    from tuneyard.core.registry import baseline_and_final
 
     r = registry.get_run(run_id)
     loss = registry.metric_curve(run_id, "loss")  # a chart's worth of points, first and last
@@ -503,7 +501,7 @@ def show_run(registry: Any, run_id: str) -> None:
                          _status(r[key]) if key == "status" else escape(str(r[key])))
     if (r.get("world_size") or 1) > 1:
         head.add_row("[bold]world_size[/]", f"{r['world_size']} processes (torchrun)")
-    for name in ["loss", *strategy_metrics(registry.metric_names(run_id))]:
+    for name in ["loss", *strategy_metric_names(registry, run_id)]:
         first_last = loss if name == "loss" else registry.metric_curve(run_id, name, 2)
         if first_last:
             (s0, v0), (s1, v1) = first_last[0], first_last[-1]
@@ -524,6 +522,16 @@ def show_run(registry: Any, run_id: str) -> None:
             change = f"{final - base:+.4f}" if base is not None and final is not None else ""
             table.add_row(ev, metric, _num(base), _num(final), change)
         console.print(table)
+
+
+def strategy_metric_names(registry: Any, run_id: str) -> list[str]:
+    """The run's strategy's step metrics, then those of them recorded on the held-out set
+    (``eval_<name>``, with ``training.eval_steps``)."""
+    from tuneyard.core.registry import strategy_metrics
+
+    names = registry.metric_names(run_id)
+    own = strategy_metrics(names)
+    return [*own, *(f"eval_{n}" for n in own if f"eval_{n}" in names)]
 
 
 def loss_chart(loss: list[tuple[int, float]], eval_loss: list[tuple[int, float]],

@@ -294,10 +294,13 @@ class Evaluator(Component):
     Attributes:
         tasks: the tasks it can judge (``None`` = any); a run listing it for another task is
             refused before anything loads.
+        formats: the ``dataset.format``s whose examples it judges (``None`` = any), e.g. the
+            ``preference`` evaluator needs rejected answers; another is refused likewise.
     """
 
     kind = "evaluator"
     tasks: ClassVar[tuple[Task, ...] | None] = None
+    formats: ClassVar[tuple[str, ...] | None] = None
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         """Compute metrics on ``ctx``; must not change the model's weights."""

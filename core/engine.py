@@ -101,8 +101,9 @@ def compose(spec: RunSpec, plugins: Plugins, trains: bool = True) -> Composition
 
 def check_task(spec: RunSpec, task: Task, provider: ModelProvider, strategy: TrainingStrategy,
                evaluators: list[Evaluator]) -> None:
-    """Check that the model provider builds, and each evaluator judges, a ``task`` model, and
-    that ``training.packing`` applies (causal-LM fine-tuning).
+    """Check that the model provider builds, and each evaluator judges, a ``task`` model (and
+    rows of ``dataset.format``), and that ``training.packing`` applies (causal-LM fine-tuning
+    on core's rows).
 
     Raises:
         SpecError: naming the key to change.
@@ -119,8 +120,14 @@ def check_task(spec: RunSpec, task: Task, provider: ModelProvider, strategy: Tra
             raise SpecError(f"{where(f'evaluators.{i}.name')}: evaluators.{i}.name: '{ev.name}' "
                             f"judges {', '.join(ev.tasks)} models, not the {task} model {why} "
                             "trains")
-    if spec.training.packing and (task != "causal-lm" or strategy.pack):
+        if ev.formats is not None and spec.dataset.format not in ev.formats:
+            raise SpecError(f"{where(f'evaluators.{i}.name')}: evaluators.{i}.name: '{ev.name}' "
+                            f"judges rows of format {' or '.join(ev.formats)}, not "
+                            f"'{spec.dataset.format}'")
+    lays_out = type(strategy).dataset is not TrainingStrategy.dataset
+    if spec.training.packing and (task != "causal-lm" or strategy.pack or lays_out):
         reason = (f"strategy '{strategy.name}' already packs text into blocks" if strategy.pack
+                  else f"strategy '{strategy.name}' lays out its own training data" if lays_out
                   else f"it packs causal-LM examples, and this run trains {task}")
         raise SpecError(f"{where('training.packing')}: training.packing: {reason}; remove it")
 

@@ -262,8 +262,11 @@ def _answer(value: Any, column: str, index: int) -> str:
     if isinstance(value, list):
         if len(value) == 1 and isinstance(value[0], dict) and value[0].get("role") == "assistant":
             return str(value[0].get("content", ""))
+        roles = ", ".join(str(m.get("role")) if isinstance(m, dict) else type(m).__name__
+                          for m in value)
         raise DataError(f"dataset row {index + 1}: column '{column}' holds {len(value)} "
-                        "messages; a conversational answer is one assistant message")
+                        f"message(s) ({roles}); a conversational answer is one message of "
+                        "role assistant")
     return _text(value)
 
 

@@ -80,7 +80,8 @@ class DatasetSpec(_Strict):
         "dataset.source trains, and these rows are the held-out set (instead of eval_split)",
     )
     chat_template: str | None = Field(
-        None, description="chat template for formats chat, sharegpt and instruction, replacing "
+        None, description="chat template for formats chat, sharegpt, instruction and "
+        "preference, replacing "
         "the tokenizer's: 'chatml' (adds <|im_start|>/<|im_end|> to the vocabulary if missing) "
         "or a Jinja template; None = the tokenizer's own",
     )

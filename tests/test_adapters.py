@@ -82,3 +82,13 @@ def test_on_cuda_qlora_trains_4bit_nf4_resumes_and_merges(tmp_path, make_spec, q
     result = tuneyard(reg, "export", run_id, str(tmp_path / "merged"), "--merge")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "merged" / "model.safetensors").is_file()
+
+
+def test_modules_to_save_must_name_a_module(tmp_path, make_spec, qa_jsonl):
+    spec = make_spec(qa_jsonl, **{"strategy": {"name": "lora", "options": {
+        "modules_to_save": ["nonexistent"]}}})
+    result = tuneyard(tmp_path / "registry.db", "run", str(spec))
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: strategy.options.modules_to_save: 'nonexistent' names no module of the model "
+        "(a module's name or its last parts, e.g. norm, lm_head, model.layers.0.mlp)")

@@ -73,8 +73,8 @@ def test_text_and_conversational_rows_render_as_the_run_renders_prompts(tiny):
      "a rejected answer"),
     ({"prompt": "q", "chosen": [{"role": "assistant", "content": "a"},
                                 {"role": "user", "content": "b"}], "rejected": "b"},
-     "dataset row 2: column 'chosen' holds 2 messages; a conversational answer is one "
-     "assistant message"),
+     "dataset row 2: column 'chosen' holds 2 message(s) (assistant, user); a conversational "
+     "answer is one message of role assistant"),
 ])
 def test_a_bad_row_is_named(tmp_path, make_spec, row, message):
     data = tmp_path / "bad.jsonl"
@@ -229,3 +229,54 @@ def test_a_preference_strategy_needs_preference_rows(tmp_path, make_spec, qa_jso
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1].endswith(
         "dataset.format: strategy 'dpo' trains on format preference, not 'instruction'")
+
+
+def test_a_pair_whose_answer_does_not_fit_is_skipped_and_counted(tiny):
+    model, tokenizer = tiny
+    model.eval()
+    prompt = "<|im_start|>user\ndefine the word cat<|im_end|>\n<|im_start|>assistant\n"
+    pairs = [Example(prompt, "a small animal", rejected="the blue sky " * 40),
+             Example(prompt, "a small animal", rejected="a loud noise")]
+    ctx = EvalContext(model, tokenizer, pairs, [], None, torch.device("cpu"), 8, "causal-lm",
+                      None, 64)  # the prompt and a short answer fit whole
+    result = Preference(Preference.Options()).evaluate(ctx)
+    assert (result.metrics["pairs"], result.metrics["pairs_skipped"]) == (1.0, 1.0)
+    assert [d["rejected"] for d in result.details] == ["a loud noise"]
+    (c, _), (r, _) = (log_prob(model, tokenizer, prompt, a) for a in ("a small animal",
+                                                                      "a loud noise"))
+    assert result.metrics["margin"] == pytest.approx(c - r, abs=1e-5)
+    ctx.examples = pairs[:1]
+    from tuneyard.core.errors import DataError
+
+    with pytest.raises(DataError, match=r"none of the 1 held-out pairs fits in "
+                                        r"training.max_seq_len \(64 tokens\)"):
+        Preference(Preference.Options()).evaluate(ctx)
+
+
+def test_dpo_refuses_a_max_seq_len_no_prompt_fits_in(tmp_path, make_spec, pairs_jsonl):
+    spec = make_spec(pairs_jsonl, **{"dataset.format": "preference",
+                                     "strategy": {"name": "dpo"}, "training.max_seq_len": 12,
+                                     "evaluators": []})
+    result = tuneyard(tmp_path / "r.db", "run", str(spec))
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: training.max_seq_len: the prompts of all 32 pairs fill 12 tokens, leaving no "
+        "room for an answer; raise training.max_seq_len")
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"training.packing": True},
+     "training.packing: strategy 'dpo' lays out its own training data; remove it"),
+    ({"dataset.format": "instruction", "strategy": {"name": "lora"}},
+     "evaluators.0.name: 'preference' judges rows of format preference, not 'instruction'"),
+])
+def test_what_cannot_apply_is_refused_before_a_run_is_recorded(tmp_path, make_spec,
+                                                               pairs_jsonl, qa_jsonl, changes,
+                                                               message):
+    data = qa_jsonl if changes.get("dataset.format") == "instruction" else pairs_jsonl
+    spec = make_spec(data, **{"dataset.format": "preference", "strategy": {"name": "dpo"},
+                              "evaluators": [{"name": "preference"}], **changes})
+    reg = tmp_path / "r.db"
+    result = tuneyard(reg, "run", str(spec))
+    assert result.exit_code == 2 and not reg.exists()
+    assert result.output.strip().splitlines()[-1].endswith(message)

@@ -149,7 +149,9 @@ def dpo_run(path: Path) -> str:
         reg.add_metrics(run_id, step, {
             "loss": 0.6931 - 0.02 * step, "learning_rate": 1e-5, "rewards/chosen": 0.01 * step,
             "rewards/rejected": -0.02 * step, "rewards/margins": 0.03 * step,
-            "rewards/accuracies": min(1.0, 0.5 + 0.05 * step)})
+            "rewards/accuracies": min(1.0, 0.5 + 0.05 * step),
+            **({"eval_loss": 0.45} if step == 10 else {})})  # DPO's loss on held-out pairs
+    reg.add_evaluation(run_id, "base", "perplexity", {"eval_loss": 5.7})  # a cross-entropy
     return run_id
 
 
@@ -163,6 +165,8 @@ async def test_a_strategys_own_step_metrics_get_their_plot(seeded_registry, tui_
         assert sorted(plot.curves) == list(REWARDS)
         assert plot.curves["rewards/margins"] == (list(range(1, 21)), pytest.approx(
             [0.03 * s for s in range(1, 21)]))
+        # beside DPO's loss, its held-out DPO loss only: not perplexity's cross-entropy
+        assert screen.query_one("#loss").curves["eval loss"] == ([10], [0.45])
         Registry(seeded_registry).add_metrics(run_id, 21, {"loss": 0.27, "rewards/margins": 0.7})
         await wait_for(pilot, lambda: plot.curves["rewards/margins"][0][-1] == 21)
         screen.dismiss()
@@ -171,9 +175,10 @@ async def test_a_strategys_own_step_metrics_get_their_plot(seeded_registry, tui_
 
 
 def test_snapshot_run_strategy_metrics(snap_compare, seeded_registry, tui_app, wait_for):
-    """A DPO run's Curves tab at 120×30: the falling loss, the flat learning rate, and a
-    third plot "dpo metrics" with the four reward curves (accuracies rising to 1.0, chosen
-    and margins rising, rejected falling) and their legend."""
+    """A DPO run's Curves tab at 120×30, step 20/40: the falling loss with one held-out (DPO)
+    eval loss point at step 10 and no perplexity point, the flat learning rate, and a third
+    plot "dpo metrics" with the four reward curves (accuracies rising to 1.0, chosen and
+    margins rising, rejected falling) and their legend."""
     run_id = dpo_run(seeded_registry)
 
     async def ready(pilot):

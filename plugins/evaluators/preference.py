@@ -43,7 +43,9 @@ class Preference(Evaluator):
       (the mean log-probability per token, so a shorter answer is not favoured for its
       length; SimPO's length-normalised reward, Meng et al. 2024, arXiv:2405.14734);
     - ``margin``: the mean of ``log p(chosen) − log p(rejected)`` (nats);
-    - ``pairs``: pairs judged.
+    - ``pairs``: pairs judged; ``pairs_skipped``: pairs left out because an answer and its EOS
+      do not fit in ``training.max_seq_len`` next to a prompt token (as a run drops such an
+      example).
 
     Details: per pair the prompt, both answers, both log-probabilities and token counts.
     """
@@ -52,6 +54,7 @@ class Preference(Evaluator):
     description = "Share of held-out pairs whose chosen answer the model finds likelier (and margin)"
     Options = PreferenceOptions
     tasks = ("causal-lm",)
+    formats = ("preference",)
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         """Score every held-out pair in batches of ``ctx.batch_size`` rows (chosen and rejected
@@ -59,7 +62,8 @@ class Preference(Evaluator):
 
         Raises:
             DataError: the held-out examples have no rejected answer (the run's
-                ``dataset.format`` is not ``preference``).
+                ``dataset.format`` is not ``preference``), or no pair fits in
+                ``training.max_seq_len``.
         """
         pairs = ctx.examples[:self.options.limit]
         if not pairs or any(e.rejected is None for e in pairs):
@@ -68,6 +72,14 @@ class Preference(Evaluator):
         answers = [Example(e.prompt, answer) for e in pairs
                    for answer in (e.completion, e.rejected)]
         rows = [tokenize(a, ctx.tokenizer, ctx.max_seq_len, "causal-lm") for a in answers]
+        fits = [any(label != -100 for label in r["labels"]) for r in rows]
+        judged = [i for i in range(len(pairs)) if fits[2 * i] and fits[2 * i + 1]]
+        if not judged:
+            raise DataError(f"preference: none of the {len(pairs)} held-out pairs fits in "
+                            f"training.max_seq_len ({ctx.max_seq_len} tokens) with both "
+                            "answers and their EOS; raise training.max_seq_len")
+        rows = [rows[2 * i + k] for i in judged for k in (0, 1)]
+        pairs = [pairs[i] for i in judged]
         scores = sequence_log_probs(ctx, rows)  # [(sum nats, tokens)], chosen then rejected
         details: list[dict[str, Any]] = []
         wins = wins_normalized = 0
@@ -82,7 +94,8 @@ class Preference(Evaluator):
                             "tokens_chosen": n_chosen, "tokens_rejected": n_rejected})
         n = len(pairs)
         return EvalResult({"accuracy": wins / n, "accuracy_normalized": wins_normalized / n,
-                           "margin": margin / n, "pairs": float(n)}, details)
+                           "margin": margin / n, "pairs": float(n),
+                           "pairs_skipped": float(len(fits) // 2 - n)}, details)
 
 
 def sequence_log_probs(ctx: EvalContext, rows: list[dict[str, Any]]) -> list[tuple[float, int]]:

@@ -111,7 +111,7 @@ def add_adapter(model: Any, o: LoraOptions) -> Any:
 
     Raises:
         TuneyardError: ``target_modules`` names no module of the model (lists its linear
-            layers).
+            layers), or an entry of ``modules_to_save`` names none.
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -129,6 +129,13 @@ def add_adapter(model: Any, o: LoraOptions) -> Any:
         modules_to_save=o.modules_to_save, trainable_token_indices={
             name: new_ids for name in embedding_names(model)} if new_ids else None,
     )
+    names = [n for n, _ in model.named_modules()]
+    for wanted in o.modules_to_save or ():
+        if not any(n == wanted or n.endswith(f".{wanted}") for n in names):
+            raise TuneyardError(
+                f"strategy.options.modules_to_save: '{wanted}' names no module of the model "
+                "(a module's name or its last parts, e.g. norm, lm_head, "
+                "model.layers.0.mlp)")
     try:
         peft_model = get_peft_model(model, config, adapter_name=o.adapter_name)
     except ValueError as exc:

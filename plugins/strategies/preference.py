@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 from typing import Any, Literal
 
 from pydantic import Field
 
 from tuneyard.core.components import Example, TrainingStrategy
-from tuneyard.core.errors import SpecError
+from tuneyard.core.errors import DataError, SpecError
 from tuneyard.core.hookspecs import hookimpl
 from tuneyard.plugins.strategies.lora import LoraOptions, add_adapter, check_adapter, load_adapter
+
+log = logging.getLogger(__name__)
 
 #: what TRL's preference trainers log per step, besides the loss (``eval_``-prefixed after an
 #: evaluation): the implicit rewards β·log(π/π_ref) of the chosen and rejected answers (ORPO:
@@ -80,8 +83,24 @@ class PreferenceStrategy(TrainingStrategy):
 
     def dataset(self, examples: list[Example], rows: list[dict[str, Any]], tokenizer: Any,
                 max_seq_len: int) -> Any:
+        """The pairs as TRL's ``prompt``/``chosen``/``rejected`` texts. TRL drops a pair whose
+        prompt alone fills ``max_seq_len`` tokens: how many is logged here.
+
+        Raises:
+            DataError: no pair's prompt fits (TRL would train on nothing), naming
+                ``training.max_seq_len``.
+        """
         from datasets import Dataset
 
+        too_long = sum(len(tokenizer(e.prompt)["input_ids"]) >= max_seq_len for e in examples)
+        if too_long == len(examples):
+            raise DataError(f"training.max_seq_len: the prompts of all {too_long} pairs fill "
+                            f"{max_seq_len} tokens, leaving no room for an answer; raise "
+                            "training.max_seq_len")
+        if too_long:
+            log.warning("%d of %d pairs are dropped: their prompt fills training.max_seq_len "
+                        "(%d tokens); raise it to keep them", too_long, len(examples),
+                        max_seq_len)
         return Dataset.from_dict({"prompt": [e.prompt for e in examples],
                                   "chosen": [e.completion for e in examples],
                                   "rejected": [e.rejected for e in examples]})

@@ -295,13 +295,17 @@ class RunScreen(Polling, Screen):
         empty = Series()
         curves: dict[str, Any] = {"train loss": self.series.get("loss", empty)}
         during = self.series.get("eval_loss", empty).points()  # training.eval_steps
-        points = sorted([*zip(*self._eval_loss), *zip(*during)])
+        names = strategy_metrics(sorted(self.series))
+        # the evaluators' eval_loss (base, final) is a cross-entropy: beside the training loss
+        # only when that is one too; a strategy that logs its own metrics (DPO, ORPO) has a
+        # loss of its own, and its trainer's held-out eval_loss is that loss
+        before_after = [] if names else list(zip(*self._eval_loss))
+        points = sorted([*before_after, *zip(*during)])
         if points:
             curves["eval loss"] = tuple(map(list, zip(*points)))
         self.query_one("#loss", MetricPlot).show(curves)
         self.query_one("#lr", MetricPlot).show(
             {"learning rate": self.series.get("learning_rate", empty)})
-        names = strategy_metrics(sorted(self.series))
         self.set_class(bool(names), "-strategy-metrics")
         if names:
             plot = self.query_one("#strategy-plot", MetricPlot)
