@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -105,6 +106,34 @@ def use_plugins_dir(folder: str) -> None:
     if os.environ.get(PLUGINS_DIR_ENV) != folder:
         os.environ[PLUGINS_DIR_ENV] = folder
         get_plugins.cache_clear()
+
+
+def echo_json(value: Any, indent: int | None = 2) -> None:
+    """Print ``value`` as strict JSON (RFC 8259), which every ``--json`` output is: a
+    non-finite float (NaN, ±Infinity), which Python's ``json`` writes as a bare ``NaN`` or
+    ``Infinity`` that JavaScript's ``JSON.parse`` and jq reject, becomes ``null``
+    (:func:`strict_json`); other values that are not JSON (times, paths) become strings."""
+    click.echo(json.dumps(strict_json(value), indent=indent, default=str, allow_nan=False))
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None``; in a dict, the key of one
+    gets a sibling ``<key>_nonfinite`` saying which it was: ``"nan"``, ``"inf"`` or
+    ``"-inf"`` (so an evaluation whose ``value`` was infinite reads ``"value": null,
+    "value_nonfinite": "inf"``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            out[key] = strict_json(item)
+            if isinstance(item, float) and not math.isfinite(item):
+                out[f"{key}_nonfinite"] = "nan" if math.isnan(item) else (
+                    "inf" if item > 0 else "-inf")
+        return out
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    return value
 
 
 def open_registry(create: bool = False) -> Any:
@@ -369,7 +398,7 @@ def data_preview(spec_path: str, n_rows: int, overrides: tuple[str, ...], as_jso
     quiet_libraries()
     preview = preview_data(load_spec(spec_path, list(overrides)), get_plugins(), n_rows)
     if as_json:
-        click.echo(json.dumps(preview))
+        echo_json(preview, indent=None)
         return
     console.print(preview_text(preview))
 
@@ -428,7 +457,7 @@ def runs_list(as_json: bool, limit: int) -> None:
     """Runs, newest first (the latest 50 unless --limit)."""
     rows = open_registry().list_runs(limit)
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        echo_json(rows)
         return
     # the id starts with the creation time (UTC), so no separate column for it
     table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold")
@@ -481,7 +510,7 @@ def runs_show(run_ref: str, as_json: bool) -> None:
                  eval_loss=registry.metrics(run_id, "eval_loss"), strategy_metrics={
                      name: registry.metrics(run_id, name)
                      for name in strategy_metric_names(registry, run_id)})
-        click.echo(json.dumps(r, indent=2, default=str))
+        echo_json(r)
         return
     show_run(registry, run_id)
 
@@ -578,9 +607,8 @@ def plugins_list(as_json: bool, show_all: bool) -> None:
     if as_json:
         options = {f"{kind}:{name}": c.cls.Options.model_json_schema()
                    for kind, items in p.components.items() for name, c in items.items()}
-        click.echo(json.dumps([{**vars(i), "status": i.status,
-                                "options": {c: options[c] for c in i.components}}
-                               for i in infos], indent=2))
+        echo_json([{**vars(i), "status": i.status,
+                    "options": {c: options[c] for c in i.components}} for i in infos])
         return
     if not infos:
         console.print("No third-party plugins (install one: tuneyard plugins install NAME|PATH; "

@@ -189,13 +189,18 @@ class Registry:
         self.db["runs"].update(run_id, fields)
 
     def get_run(self, ref: str) -> dict[str, Any]:
-        """A run by id, unique id prefix or name (latest of that name).
+        """A run by ``ref``, looked up in this order (every command that takes a run): its full
+        id; else its exact name (the latest run of that name); else a unique id prefix. So a
+        run named like the start of another run's id is the named run, never the other one.
 
         Raises:
-            RunNotFound: no run matches; the message names ``ref``.
+            RunNotFound: no run matches, or the id prefix matches several runs (the message
+                lists them); naming ``ref``.
         """
         self.reconcile()
         rows = list(self.db.query("SELECT * FROM runs WHERE id = ?", [ref]))
+        rows = rows or list(self.db.query(
+            "SELECT * FROM runs WHERE name = ? ORDER BY created_at DESC", [ref]))
         if not rows and ref:
             rows = list(self.db.query(
                 "SELECT * FROM runs WHERE substr(id, 1, ?) = ?", [len(ref), ref]))
@@ -203,8 +208,6 @@ class Registry:
                 more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
                 raise RunNotFound(f"run id prefix '{ref}' is ambiguous: "
                                   f"{', '.join(r['id'] for r in rows[:5])}{more}")
-        rows = rows or list(self.db.query(
-            "SELECT * FROM runs WHERE name = ? ORDER BY created_at DESC", [ref]))
         if not rows:
             raise RunNotFound(f"no run '{ref}' in {self.path} (see: tuneyard runs list)")
         return _decode_run(rows[0])

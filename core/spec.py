@@ -218,6 +218,20 @@ class TrainingSpec(_Strict):
         "{transformer_layer_cls_to_wrap: [LlamaDecoderLayer]}",
     )
 
+    @model_validator(mode="after")
+    def _warmup_ends_before_the_run(self) -> TrainingSpec:
+        # transformers' schedulers with warm-up raise the rate by learning_rate / warmup_steps
+        # a step (get_linear_schedule_with_warmup, lr_lambda = step / warmup_steps), so a
+        # warm-up as long as the run never reaches learning_rate: refused, not run quietly
+        if self.lr_scheduler != "constant" and self.warmup_steps >= self.max_steps:
+            peak = self.learning_rate * (self.max_steps - 1) / self.warmup_steps
+            raise ValueError(
+                f"warmup_steps {self.warmup_steps} is not below max_steps {self.max_steps}: the "
+                f"learning rate would rise for the whole run and peak at {peak:.3g}, "
+                f"{peak / self.learning_rate:.0%} of learning_rate {self.learning_rate:g}; "
+                "lower training.warmup_steps or raise training.max_steps")
+        return self
+
 
 @dataclass
 class SpecOrigin:

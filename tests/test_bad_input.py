@@ -298,3 +298,15 @@ def test_changed_data_file_is_not_served_stale(tmp_path, qa_jsonl, make_spec, mo
     assert run_cli(reg, "run", str(spec)).exit_code == 0
     second, first = Registry(reg).list_runs()
     assert first["dataset_fingerprint"] != second["dataset_fingerprint"]
+
+
+def test_a_warm_up_as_long_as_the_run_is_refused_with_the_peak_it_would_reach(no_runs):
+    """warmup_steps 100 in a 10-step run trained quietly at a peak of 1.8e-5, 9% of the
+    learning rate asked for (Megatron-Bridge #2858, prime-rl #968)."""
+    reg, spec = no_runs
+    check_fails(reg, ["run", str(spec), "--set", "training.warmup_steps=100", "--set",
+                      "training.max_steps=10"],
+                "--set training.max_steps=10: training: warmup_steps 100 is not below "
+                "max_steps 10: the learning rate would rise for the whole run and peak at "
+                "0.00045, 9% of learning_rate 0.005; lower training.warmup_steps or raise "
+                "training.max_steps", run_created=False)

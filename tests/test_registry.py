@@ -488,3 +488,37 @@ def test_migration_2_keeps_the_metrics_and_ids_are_never_reused(tmp_path):
     reg.add_metrics("r1", 2, {"loss": 0.25})
     assert [(r["id"], r["step"], r["value"]) for r in reg.metrics_since("r1", 3)] == [
         (4, 2, 0.25)]  # a new id, after every id a poller may have seen
+
+
+def test_a_name_that_looks_like_another_runs_id_selects_its_own_run(tmp_path):
+    """A run named with the first 15 characters of another run's id (``20261208-012142``)
+    used to select the other run through the prefix: the lookup is full id, then name,
+    then a unique id prefix, for every command (here runs show, export, stop)."""
+    from click.testing import CliRunner
+
+    from tuneyard.core.cli import cli
+
+    path = tmp_path / "registry.db"
+    reg = Registry(path)
+    other, named = "20261208-012142-4a32", "20261208-012150-9c1e"
+    for run_id, name in ((other, "other"), (named, other[:15])):
+        created = reg.create_run({"name": name}, status="completed",
+                                 output_dir=str(tmp_path / name))
+        reg.db.execute("UPDATE runs SET id = ? WHERE id = ?", [run_id, created])
+    runner = CliRunner()
+
+    def tuneyard(*args: str):
+        return runner.invoke(cli, ["--registry", str(path), *args])
+
+    assert json.loads(tuneyard("runs", "show", other[:15], "--json").stdout)["id"] == named
+    exported = tuneyard("export", other[:15], str(tmp_path / "out"))
+    assert exported.exit_code == 2
+    assert f"run {named} has no final checkpoint" in " ".join(exported.output.split())
+    stopped = tuneyard("stop", other[:15])
+    assert f"run {named} is completed" in " ".join(stopped.output.split())
+    assert json.loads(tuneyard("runs", "show", other, "--json").stdout)["id"] == other
+    assert json.loads(tuneyard("runs", "show", other[:17], "--json").stdout)["id"] == other
+    ambiguous = tuneyard("runs", "show", other[:9])  # the date: both ids start with it
+    assert ambiguous.exit_code == 2
+    assert " ".join(ambiguous.output.split()).startswith(
+        f"Error: run id prefix '{other[:9]}' is ambiguous: ")
