@@ -30,7 +30,7 @@ def test_two_lora_steps_on_smollm2_and_wordnet(tmp_path):
     spec["dataset"]["options"]["limit"] = 48
     spec["dataset"]["eval_split"] = 0.1
     spec["training"].update(max_steps=2, micro_batch_size=2, gradient_accumulation_steps=2,
-                            max_seq_len=96)
+                            max_seq_len=96, warmup_steps=1)  # a warm-up shorter than the run
     spec["evaluators"] = [{"name": "perplexity"}]
     spec["output_dir"] = str(tmp_path / "runs")
     path = tmp_path / "spec.yaml"
