@@ -740,14 +740,15 @@ def main() -> None:
 
     The plugins load here only when the command line names none of tuneyard's own commands
     (``--help``, a bare ``tuneyard``, a plugin's command): ``tuneyard runs list`` starts
-    without importing them (the commands that use components load them when they do)."""
+    without importing them (the commands that use components load them when they do), and
+    ``tuneyard --version`` answers without them (a slow plugin cannot slow it)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         options, command = global_options(sys.argv[1:])
         configure_logging("--debug" in options)
         if os.path.isdir(options.get("--plugins-dir", "")):
             use_plugins_dir(options["--plugins-dir"])
-        if command not in CORE_COMMANDS:
+        if command not in CORE_COMMANDS and "--version" not in options:
             from tuneyard.core.plugins import get_plugins
 
             cli.commands.update(get_plugins().commands)

@@ -242,3 +242,28 @@ def test_runs_list_loads_no_plugin_and_neither_pandas_nor_numpy(tmp_path):
     *table, last = proc.stdout.strip().splitlines()
     assert json.loads(last) == {"code": 0, "loaded": []}
     assert "listed" in "\n".join(table)
+
+
+SLOW_PLUGIN = """
+import pathlib, time
+pathlib.Path(__file__).with_name("imported").write_text("yes")
+time.sleep(3)  # a plugin whose import is slow
+"""
+
+
+def test_version_answers_without_importing_a_slow_plugin(tmp_path):
+    """A plugin whose import took 3 s made ``tuneyard --version`` take 3.4 s (simonw/llm
+    #732): the version is read before any plugin loads."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "slow.py").write_text(SLOW_PLUGIN)
+    proc = subprocess.run([sys.executable, "-m", "tuneyard.core.cli", "--plugins-dir",
+                           str(plugins), "--version"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("tuneyard, version ")
+    assert not (plugins / "imported").exists()  # the slow plugin was never imported
+    listed = subprocess.run([sys.executable, "-m", "tuneyard.core.cli", "--plugins-dir",
+                             str(plugins), "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0 and (plugins / "imported").exists()  # --help loads them
