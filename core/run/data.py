@@ -93,9 +93,6 @@ class Rows:
             raise DataError(f"dataset.eval: {exc}") from None
         return [held_out[i] for i in held], examples
 
-    def __len__(self) -> int:
-        return len(self.rows) + (len(self.held_out) if self.held_out is not None else 0)
-
 
 def eval_size(n_rows: int, spec: RunSpec) -> int:
     """Held-out rows: ``round(n_rows × eval_split)``, at least 1, at most ``eval_limit``."""

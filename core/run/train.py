@@ -197,17 +197,16 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
             self.last_time = time.perf_counter()
             self.last_tokens = 0
             self.pending: list[tuple[int, dict[str, float], str]] = []
-            self.steps: list[tuple[int, dict[str, float]]] = []  # on_step_end still to fire
             self.flushed_at = time.perf_counter()
 
         def flush(self) -> None:
             """Write the pending rows, fire ``on_step_end`` for their steps and read the
             registry's stop request."""
-            registry.add_steps(run_id, self.pending)
-            self.pending = []
-            steps, self.steps = self.steps, []
-            for step, metrics in steps:
-                plugins.fire("on_step_end", run_id=run_id, step=step, metrics=metrics)
+            written, self.pending = self.pending, []
+            registry.add_steps(run_id, written)
+            for step, metrics, _ in written:
+                if "loss" in metrics:  # a logged step, not an evaluation's row
+                    plugins.fire("on_step_end", run_id=run_id, step=step, metrics=metrics)
             self.flushed_at = time.perf_counter()
             stop.poll()
 
@@ -224,7 +223,6 @@ def RegistryCallback(registry: Registry, plugins: Plugins, run_id: str, progress
             metrics["tokens_per_s"] = (tokens - self.last_tokens) / max(t - self.last_time, 1e-9)
             self.last_time, self.last_tokens = t, tokens
             self.pending.append((state.global_step, metrics, now()))
-            self.steps.append((state.global_step, metrics))
             progress.step(state.global_step, state.max_steps, metrics)
             if t - self.flushed_at >= FLUSH_S:
                 self.flush()
